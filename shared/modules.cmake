@@ -1,0 +1,10 @@
+# The modules of libtagproof, each shared/<name>.c with its header, and what it depends on.
+tp_module(uuid)
+tp_module(log LIBS PkgConfig::JANSSON)
+tp_module(metrics)
+tp_module(config)
+tp_module(breaker)
+tp_module(http DEPS log metrics LIBS PkgConfig::LIBEVENT PkgConfig::JANSSON)
+tp_module(redis DEPS log LIBS PkgConfig::LIBEVENT PkgConfig::HIREDIS)
+tp_module(pg DEPS log LIBS PkgConfig::LIBEVENT PkgConfig::LIBPQ)
+tp_module(schema SOURCES ${CMAKE_BINARY_DIR}/generated/migrations_data.c DEPS log LIBS PkgConfig::LIBPQ)
