@@ -14,19 +14,28 @@
 #include <time.h>
 #include <unistd.h>
 
+/*
+ * Ports come from below the kernel's ephemeral range (32768 and up), where outgoing
+ * connections would otherwise take a port between our check and the server's bind.
+ */
 int ts_free_port(void)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    assert_true(port > 0);
-    return port;
+    static unsigned seed;
+    if (seed == 0)
+        seed = (unsigned)getpid() ^ (unsigned)ts_now_ms();
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int port = 20000 + (int)(rand_r(&seed) % 12000);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (ok)
+            return port;
+    }
+    fail_msg("no free port found");
+    return -1;
 }
 
 int64_t ts_now_ms(void)

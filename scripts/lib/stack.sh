@@ -1,0 +1,138 @@
+# stack.sh — functions scripts/run, scripts/test and scripts/dr share to start and stop the
+# local stack: PostgreSQL (through pgcluster), Redis, and the Tagproof programs.
+# Source it; it defines functions only.
+
+stack_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+stack_die() {
+  echo "$(basename "$0"): $*" >&2
+  exit 1
+}
+
+# True when something listens on 127.0.0.1:PORT (or any address on that port).
+stack_port_busy() {
+  ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+}
+
+# A TCP port nothing listens on, from the ephemeral range.
+stack_free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    # Below the kernel's ephemeral range (32768+), where outgoing connections take ports.
+    p=$((20000 + RANDOM % 12000))
+    stack_port_busy "$p" || { echo "$p"; return 0; }
+  done
+  stack_die "no free port found"
+}
+
+# A random secret of 32 hex characters.
+stack_secret() {
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+stack_pid_alive() {
+  local f=$1
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# stack_stop_pid FILE [SECONDS] — SIGTERM, wait, then SIGKILL; removes the pid file.
+stack_stop_pid() {
+  local f=$1 wait=${2:-15} pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 $((wait * 10))); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+# stack_wait_http URL SECONDS — until the URL answers 2xx.
+stack_wait_http() {
+  local url=$1 secs=${2:-30}
+  for _ in $(seq 1 $((secs * 10))); do
+    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# stack_redis_start DIR PORT [EXTRA ARGS...] — a redis-server with its data in DIR.
+stack_redis_start() {
+  local dir=$1 port=$2
+  shift 2
+  mkdir -p "$dir"
+  if stack_pid_alive "$dir/redis.pid"; then return 0; fi
+  stack_port_busy "$port" && stack_die "port $port (Redis) is already in use by another process"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --appendonly yes \
+    --appendfsync everysec --save "" --protected-mode no "$@" >/dev/null
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  stack_die "Redis did not start on port $port (see $dir/redis.log)"
+}
+
+stack_redis_stop() {
+  local dir=$1
+  stack_stop_pid "$dir/redis.pid" 10
+}
+
+# stack_pg_start DIR PORT OWNER_PASSWORD — creates the cluster on first use, starts it.
+stack_pg_start() {
+  local dir=$1 port=$2 pw=$3
+  mkdir -p "$dir"
+  if "$stack_root/scripts/lib/pgcluster" status "$dir" "$port" 2>/dev/null; then return 0; fi
+  stack_port_busy "$port" && stack_die "port $port (PostgreSQL) is already in use by another process"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    PGCLUSTER_PASSWORD=$pw "$stack_root/scripts/lib/pgcluster" init "$dir" "$port" ||
+      stack_die "PostgreSQL cluster creation failed (see $dir/postgresql.log)"
+  else
+    "$stack_root/scripts/lib/pgcluster" start "$dir" "$port" ||
+      stack_die "PostgreSQL did not start (see $dir/postgresql.log)"
+  fi
+}
+
+stack_pg_stop() {
+  local dir=$1 port=$2
+  [ -d "$dir/data" ] && "$stack_root/scripts/lib/pgcluster" stop "$dir" "$port"
+  return 0
+}
+
+# stack_pg_migrate BIN_DIR OWNER_URL — applies the migrations as the schema owner.
+stack_pg_migrate() {
+  TAGPROOF_PG_MIGRATE_URL=$2 "$1/tagproof" migrate
+}
+
+# stack_pg_service_role DIR PORT PASSWORD — the services' login role: a member of
+# tagproof_app (created by the first migration), owner of nothing, no BYPASSRLS.
+stack_pg_service_role() {
+  PGCLUSTER_DB=tagproof "$stack_root/scripts/lib/pgcluster" psql "$1" "$2" -v pw="$3" <<'SQL'
+SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tagproof_svc') AS missing \gset
+\if :missing
+CREATE ROLE tagproof_svc LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+\endif
+ALTER ROLE tagproof_svc PASSWORD :'pw';
+GRANT tagproof_app TO tagproof_svc;
+SQL
+}
+
+# stack_program_start NAME BIN_DIR RUN_DIR LOG_DIR — starts build/bin/NAME in the background
+# with the current environment; its JSON log goes to LOG_DIR/NAME.log.
+stack_program_start() {
+  local name=$1 bin=$2 run=$3 logs=$4
+  mkdir -p "$run" "$logs"
+  if stack_pid_alive "$run/$name.pid"; then return 0; fi
+  nohup "$bin/$name" >>"$logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$run/$name.pid"
+}
+
+# stack_listen_port HOST:PORT — the port part.
+stack_listen_port() {
+  echo "${1##*:}"
+}
