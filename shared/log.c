@@ -224,7 +224,7 @@ void log_emit(enum log_level level, const char *request_id, const char *msg, jso
         redact_object(fields, 0);
         json_object_update_missing(line, fields);
     }
-    text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (text != NULL) {
         size_t n = strlen(text);
         text[n] = '\n'; /* json_dumps leaves room for the terminating NUL we overwrite */
