@@ -1,0 +1,73 @@
+# lib.sh — helpers for the end-to-end tests: start the real programs against the test stack
+# that scripts/test started (TAGPROOF_TEST_*), and check what they answer. Source it.
+set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib/stack.sh"
+
+: "${TAGPROOF_TEST_BIN_DIR:?run the end-to-end tests through scripts/test}"
+bin=$TAGPROOF_TEST_BIN_DIR
+work=$(mktemp -d "${TMPDIR:-/tmp}/e2e.XXXXXX")
+chmod 755 "$work"
+pids=()
+failures=0
+checks=0
+
+e2e_cleanup() {
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap e2e_cleanup EXIT
+
+ok() {
+  checks=$((checks + 1))
+  echo "ok - $*"
+}
+
+not_ok() {
+  checks=$((checks + 1))
+  failures=$((failures + 1))
+  echo "not ok - $*"
+}
+
+# check DESCRIPTION COMMAND... — passes when the command succeeds.
+check() {
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else not_ok "$what"; fi
+}
+
+# The environment every program gets: the test stack, and free ports for the listeners.
+e2e_env() {
+  export TAGPROOF_PG_URL=$TAGPROOF_TEST_PG_URL
+  export TAGPROOF_REDIS_URL=$TAGPROOF_TEST_REDIS_URL
+  export TAGPROOF_SCAN_LISTEN=127.0.0.1:$(stack_free_port)
+  export TAGPROOF_FACTORY_LISTEN=127.0.0.1:$(stack_free_port)
+  export TAGPROOF_ANCHOR_LISTEN=127.0.0.1:$(stack_free_port)
+  export TAGPROOF_DEVLEDGER_LISTEN=127.0.0.1:$(stack_free_port)
+  export TAGPROOF_DATA_DIR=$work/data
+  export TAGPROOF_HTTP_THREADS=2
+}
+
+# e2e_start NAME — starts a program in the background; its pid in $last_pid, log in $work.
+e2e_start() {
+  "$bin/$1" 2>"$work/$1.log" &
+  last_pid=$!
+  pids+=("$last_pid")
+}
+
+# e2e_wait_exit PID SECONDS — the exit code, or 124 if it still runs after SECONDS.
+e2e_wait_exit() {
+  local pid=$1 secs=$2
+  for _ in $(seq 1 $((secs * 10))); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null && return 0 || return $?
+    fi
+    sleep 0.1
+  done
+  return 124
+}
+
+# e2e_done — prints the summary line ctest shows and exits non-zero on any failure.
+e2e_done() {
+  echo "$((checks - failures)) passed, $failures failed"
+  [ "$failures" -eq 0 ]
+}

@@ -1,0 +1,8 @@
+# End-to-end tests: shell scripts in tests/e2e/ that drive the real programs against the
+# PostgreSQL and Redis that scripts/test starts.
+file(GLOB e2e_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/e2e/test_*.sh)
+foreach(script IN LISTS e2e_tests)
+  get_filename_component(tname ${script} NAME_WE)
+  add_test(NAME e2e_${tname} COMMAND bash ${script})
+  set_tests_properties(e2e_${tname} PROPERTIES LABELS e2e TIMEOUT 600)
+endforeach()
