@@ -110,6 +110,41 @@ code=$(curl -sS -D "$work/h" -o "$work/ready" -w '%{http_code}' "http://$TAGPROO
 check "factory is not ready with Redis down (got $code)" test "$code" = 503
 check "…with Retry-After" grep -qi '^retry-after:' "$work/h"
 
+# The loop never blocks: with one worker thread and a frozen Redis, a readiness check waits on
+# its 2-second Redis deadline while health requests on the same thread keep answering at once.
+frozen_port=$(stack_free_port)
+redis-server --port "$frozen_port" --bind 127.0.0.1 --save '' --dir "$work" >/dev/null &
+frozen_pid=$!
+pids+=("$frozen_pid")
+for _ in $(seq 1 50); do redis-cli -p "$frozen_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+one_thread=127.0.0.1:$(stack_free_port)
+TAGPROOF_HTTP_THREADS=1 TAGPROOF_REDIS_TIMEOUT_MS=2000 TAGPROOF_SCAN_LISTEN=$one_thread \
+  TAGPROOF_REDIS_URL=redis://127.0.0.1:$frozen_port/0 e2e_start tagproof-scan
+one_pid=$last_pid
+stack_wait_http "http://$one_thread/v1/health" 30
+sleep 0.3
+kill -STOP "$frozen_pid"
+start=$(date +%s%N)
+curl -sS -o "$work/ready-frozen" -w '%{http_code}' "http://$one_thread/v1/ready" >"$work/ready-code" &
+ready_curl=$!
+sleep 0.2
+slowest=0
+for _ in $(seq 1 20); do
+  t=$(curl -sS -o /dev/null -w '%{time_total}' "http://$one_thread/v1/health")
+  ms=$(awk -v t="$t" 'BEGIN { printf "%d", t * 1000 }')
+  [ "$ms" -gt "$slowest" ] && slowest=$ms
+done
+health_done=$(( ($(date +%s%N) - start) / 1000000 ))
+wait "$ready_curl" || true
+ready_done=$(( ($(date +%s%N) - start) / 1000000 ))
+kill -CONT "$frozen_pid"
+check "health answers while readiness waits on a frozen Redis (slowest ${slowest} ms)" test "$slowest" -lt 250
+check "…all of them before the readiness deadline (${health_done} ms < ${ready_done} ms)" test "$health_done" -lt "$ready_done"
+check "readiness answers after its Redis deadline (${ready_done} ms)" test "$ready_done" -ge 1900
+check "…reporting the frozen Redis down" grep -q '"redis": *{[^}]*"state": *"down"' "$work/ready-frozen"
+kill -TERM "$one_pid"
+e2e_wait_exit "$one_pid" 15 || true
+
 # A busy port: the program says which and exits non-zero.
 rc=0
 TAGPROOF_SCAN_LISTEN=$TAGPROOF_SCAN_LISTEN timeout 10 "$bin/tagproof-scan" 2>"$work/err" || rc=$?
