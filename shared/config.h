@@ -46,6 +46,23 @@ struct config {
     int eth_confirmations;
     int anchor_interval_s;
     char *log_origin;
+    /* scan service */
+    char *trusted_proxies; /* comma-separated IP addresses whose X-Forwarded-For is honoured */
+    char *ip_hash_salt;    /* secret salt of client-IP hashes; generated under data_dir if unset */
+    int cache_ttl_s;
+    int rule_velocity_max;
+    int rule_travel_kmh;
+    int rule_travel_min_km;
+    int rule_clone_max;
+    int rule_enum_max;
+    int rule_dedup_s;
+    /* circuit breakers (one per dependency) */
+    int breaker_failure_pct;
+    int breaker_min_calls;
+    int breaker_window_ms;
+    int breaker_open_ms;
+    int breaker_probes;
+    int breaker_slow_ms;
     /* files the services keep (signing keys); created on first start */
     char *data_dir;
     char *log_level;

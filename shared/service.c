@@ -115,7 +115,7 @@ static void *worker_init(struct event_base *base, unsigned idx, void *arg)
         w->pg = pg_pool_new(base, &o);
     }
     if (svc->def->worker_init != NULL)
-        w->program = svc->def->worker_init(svc, base, idx);
+        w->program = svc->def->worker_init(w);
     return w;
 }
 
@@ -258,6 +258,12 @@ static struct breaker *breaker_for(struct service *svc, const char *name)
 {
     struct breaker_config bc;
     breaker_config_default(&bc);
+    bc.failure_rate_pct = (unsigned)svc->cfg.breaker_failure_pct;
+    bc.min_calls = (unsigned)svc->cfg.breaker_min_calls;
+    bc.window_ms = (unsigned)svc->cfg.breaker_window_ms;
+    bc.open_wait_ms = (unsigned)svc->cfg.breaker_open_ms;
+    bc.half_open_permits = (unsigned)svc->cfg.breaker_probes;
+    bc.slow_call_ms = (unsigned)svc->cfg.breaker_slow_ms;
     struct breaker *b = breaker_new(name, &bc);
     if (b != NULL) {
         breaker_on_change(b, breaker_changed, svc);
@@ -357,10 +363,16 @@ int service_main(const struct service_def *def)
         httpd_route(svc.httpd, HTTP_GET, "/v1/ready", "/v1/ready", handle_ready, &svc) != 0 ||
         httpd_route(svc.httpd, HTTP_GET, "/metrics", "/metrics", handle_metrics, &svc) != 0)
         goto done;
-    if (def->setup != NULL && def->setup(&svc) != 0)
+    /* A program that cannot set itself up was given settings it cannot use: exit 2. */
+    if (def->setup != NULL && def->setup(&svc) != 0) {
+        rc = 2;
         goto done;
+    }
     if (httpd_start(svc.httpd, &err) != 0) {
         log_error("cannot start: %s", err);
+        httpd_shutdown(svc.httpd, 0);
+        if (def->teardown != NULL)
+            def->teardown(&svc);
         goto done;
     }
     log_emit(LOG_INFO, NULL, "started",

@@ -24,6 +24,8 @@ struct pg_pool;
 /* The stores a program uses. */
 enum service_dep { SERVICE_PG = 1 << 0, SERVICE_REDIS = 1 << 1 };
 
+struct service_worker;
+
 struct service_def {
     const char *name; /* "tagproof-scan": log lines' service, metrics and messages */
     int deps;         /* SERVICE_PG | SERVICE_REDIS */
@@ -40,8 +42,11 @@ struct service_def {
      * the program's routes and creates its shared state. 0, or -1 with a line logged.
      */
     int (*setup)(struct service *svc);
-    /* Per-worker state of the program, created and destroyed on the worker's thread. */
-    void *(*worker_init)(struct service *svc, struct event_base *base, unsigned idx);
+    /*
+     * Per-worker state of the program, created and destroyed on the worker's thread after
+     * the worker's stores exist (w->redis, w->pg); what it returns becomes w->program.
+     */
+    void *(*worker_init)(struct service_worker *w);
     void (*worker_fini)(void *program_worker);
     /* Called once after the workers have stopped. */
     void (*teardown)(struct service *svc);

@@ -6,3 +6,10 @@ foreach(script IN LISTS e2e_tests)
   add_test(NAME e2e_${tname} COMMAND bash ${script})
   set_tests_properties(e2e_${tname} PROPERTIES LABELS e2e TIMEOUT 600)
 endforeach()
+
+# The consumer page's five states rendered by headless Chromium, checked by the words shown.
+if(TARGET test_page)
+  add_test(NAME browser_page_states
+           COMMAND bash ${CMAKE_SOURCE_DIR}/tests/browser/check_states.sh $<TARGET_FILE:test_page>)
+  set_tests_properties(browser_page_states PROPERTIES LABELS browser TIMEOUT 300)
+endif()

@@ -12,6 +12,7 @@ failures=0
 checks=0
 
 e2e_cleanup() {
+  [ -n "${E2E_KEEP:-}" ] && return 0
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -32,7 +33,7 @@ not_ok() {
 check() {
   local what=$1
   shift
-  if "$@"; then ok "$what"; else not_ok "$what"; fi
+  if "$@" >/dev/null; then ok "$what"; else not_ok "$what"; fi
 }
 
 # The environment every program gets: the test stack, and free ports for the listeners.

@@ -5,8 +5,7 @@
  * pool with calls in flight, and passwords kept out of the logs.
  */
 #include "support.h"
-#define PG_SUPPORT_DECLARATIONS_ONLY
-#include "pg_support.c"
+#include "pg_support.h"
 
 #include "log.h"
 #include "pg.h"

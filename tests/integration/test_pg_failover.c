@@ -5,8 +5,7 @@
  * and a first host that accepts TCP but never answers.
  */
 #include "support.h"
-#define PG_SUPPORT_DECLARATIONS_ONLY
-#include "pg_support.c"
+#include "pg_support.h"
 
 #include "pg.h"
 

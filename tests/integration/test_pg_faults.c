@@ -4,8 +4,7 @@
  * calls fail fast and the pool recover alone, and none of it ever stalls the event loop.
  */
 #include "support.h"
-#define PG_SUPPORT_DECLARATIONS_ONLY
-#include "pg_support.c"
+#include "pg_support.h"
 
 #include "pg.h"
 

@@ -4,6 +4,7 @@
  * commands in flight, AUTH and SELECT. Every callback is counted: each must run exactly once.
  */
 #include "support.h"
+#include "redis_support.h"
 
 #include "log.h"
 #include "redis.h"
@@ -17,23 +18,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-
-/* From tests/support/redis_support.c (there is no redis_support.h). */
-struct rs_call {
-    int calls;
-    enum redis_status status;
-    int type;
-    long long integer;
-    char str[4096];
-    size_t len;
-    int64_t at_ms;
-};
-int rs_run_until(struct event_base *base, bool (*done)(void *), void *arg, int timeout_ms);
-void rs_run_for(struct event_base *base, int ms);
-void rs_record(void *arg, enum redis_status status, const redisReply *reply);
-bool rs_called(void *call);
-bool rs_connected(void *client);
-void rs_do(struct event_base *base, struct redis_client *c, struct rs_call *out, ...);
 
 static char log_path[512]; /* where the module's log lines go during these tests */
 

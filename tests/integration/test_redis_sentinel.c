@@ -4,6 +4,7 @@
  * master's failover, and a forced failover whose old master stays up (+switch-master).
  */
 #include "support.h"
+#include "redis_support.h"
 
 #include "log.h"
 #include "redis.h"
@@ -17,35 +18,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-
-/* From tests/support/redis_support.c (there is no redis_support.h). */
-struct rs_call {
-    int calls;
-    enum redis_status status;
-    int type;
-    long long integer;
-    char str[4096];
-    size_t len;
-    int64_t at_ms;
-};
-struct rs_proc {
-    pid_t pid;
-    int port;
-    char *dir;
-};
-int rs_run_until(struct event_base *base, bool (*done)(void *), void *arg, int timeout_ms);
-void rs_run_for(struct event_base *base, int ms);
-void rs_record(void *arg, enum redis_status status, const redisReply *reply);
-bool rs_called(void *call);
-bool rs_connected(void *client);
-void rs_do(struct event_base *base, struct redis_client *c, struct rs_call *out, ...);
-void rs_proc_init(struct rs_proc *p);
-int rs_server_start(struct rs_proc *p, const char *extra_args);
-int rs_sentinel_start(struct rs_proc *p, const char *master_name, int master_port);
-void rs_proc_kill(struct rs_proc *p);
-void rs_proc_destroy(struct rs_proc *p);
-int rs_cli(char *out, size_t outlen, int port, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 #define MASTER_NAME "tpmaster"
 #define NO_SYNC_DELAY "--repl-diskless-sync-delay 0"

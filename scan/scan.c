@@ -1,0 +1,958 @@
+/*
+ * scan: the public scan path. A request is a small state machine on its worker's loop:
+ *
+ *   scan_start      validate the id, the location and who is asking
+ *   lookup_cache    one Lua script in Redis: tag data, first scan, recall, rule state
+ *   lookup_db       on a miss, a timeout or an open Redis breaker: PostgreSQL
+ *   fill_cache      after the database answered: refill Redis and read the rule state
+ *   record_first    a first scan decided in Redis is written to PostgreSQL at once
+ *   finish          rules → answer (JSON or page) → scan event
+ *
+ * Each store call is guarded by that store's breaker and deadline. When neither store can
+ * say whether the tag exists the answer is 503, never a false "unknown".
+ */
+#include "scan.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "breaker.h"
+#include "config.h"
+#include "events.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "page.h"
+#include "pg.h"
+#include "redis.h"
+#include "rules.h"
+#include "service.h"
+#include "tagcache.h"
+#include "uuid.h"
+
+#define SCAN_MAX_PROXIES 32
+
+struct scan_service {
+    struct service *svc;
+    const struct config *cfg;
+    struct rules_config rules;
+    struct tagcache_windows windows;
+    unsigned char salt[64];
+    size_t salt_len;
+    char *proxies[SCAN_MAX_PROXIES];
+    size_t nproxies;
+    struct metric *scans;        /* by verdict and source */
+    struct metric *cache;        /* hit, miss, error */
+    struct metric *flags;        /* fraud flags by rule */
+    struct metric *first_writes; /* first-scan writes: ok, deferred */
+    struct metric *events;       /* scan events: sent, failed */
+    struct metric *degraded;
+};
+
+struct scan_worker {
+    struct scan_service *ss;
+    struct service_worker *w;
+};
+
+enum scan_source { SOURCE_CACHE, SOURCE_DATABASE };
+
+struct scan_req {
+    struct http_req *req;
+    struct scan_service *ss;
+    struct service_worker *w;
+    int html;
+    char tag[UUID_STR_LEN + 1];
+    char client[40];
+    char ip_hash[65];
+    char *user_agent;
+    int has_loc;
+    double lat, lon;
+
+    enum scan_source source;
+    int redis_unusable; /* Redis failed or its breaker refused during this request */
+    int found;
+    json_t *info; /* {"product":…, "batch":…, "factory":…} */
+    char batch_id[UUID_STR_LEN + 1];
+    char factory_id[UUID_STR_LEN + 1];
+    int64_t first_ms;
+    int first_scan;
+    int first_pending; /* the first-scan write to PostgreSQL failed: the sink makes it */
+    int revoked;
+    long scan_count; /* 0: unknown */
+    struct rules_input in;
+    int noscript_retried;
+
+    uint64_t gen; /* breaker generation of the call in flight */
+    int64_t call_started;
+};
+
+/* --- small helpers ------------------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void format_rfc3339(int64_t ms, char out[32])
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void hmac_hex(const struct scan_service *ss, const char *data, char *out, size_t hexlen)
+{
+    unsigned char md[32];
+    unsigned int n = 0;
+    HMAC(EVP_sha256(), ss->salt, (int)ss->salt_len, (const unsigned char *)data, strlen(data), md,
+         &n);
+    for (size_t i = 0; i < n && 2 * i + 2 <= hexlen; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static void scan_req_free(struct scan_req *r)
+{
+    json_decref(r->info);
+    free(r->user_agent);
+    free(r);
+}
+
+/* Breaker bookkeeping around one store call. */
+static int store_allow(struct scan_req *r, enum service_dep dep)
+{
+    struct breaker *b = service_breaker(r->ss->svc, dep);
+    if ((dep == SERVICE_REDIS && r->w->redis == NULL) || (dep == SERVICE_PG && r->w->pg == NULL))
+        return 0;
+    if (!breaker_allow(b, &r->gen))
+        return 0;
+    r->call_started = mono_ms();
+    return 1;
+}
+
+static void store_record(struct scan_req *r, enum service_dep dep, enum breaker_outcome o)
+{
+    breaker_record(service_breaker(r->ss->svc, dep), r->gen, o, mono_ms() - r->call_started);
+}
+
+static enum breaker_outcome redis_outcome(enum redis_status st)
+{
+    if (st == REDIS_STATUS_OK || st == REDIS_STATUS_ERROR_REPLY)
+        return BREAKER_SUCCESS; /* the server answered */
+    return st == REDIS_STATUS_TIMEOUT ? BREAKER_TIMEOUT : BREAKER_FAILURE;
+}
+
+static enum breaker_outcome pg_outcome(enum pg_status st)
+{
+    if (st == PG_OK || st == PG_ERR_QUERY)
+        return BREAKER_SUCCESS;
+    return st == PG_ERR_TIMEOUT ? BREAKER_TIMEOUT : BREAKER_FAILURE;
+}
+
+static void ignore_reply(void *arg, enum redis_status st, const redisReply *reply)
+{
+    (void)arg;
+    (void)st;
+    (void)reply;
+}
+
+/* --- the answer ---------------------------------------------------------------------- */
+
+static void reply_unavailable(struct scan_req *r)
+{
+    metric_inc(r->ss->scans, "unavailable", "none");
+    http_add_header(r->req, "Retry-After", "5");
+    if (r->html) {
+        struct page_view v = {
+            .state = "unavailable", .tag_id = r->tag, .request_id = http_req_id(r->req)};
+        size_t len = 0;
+        char *html = page_render(&v, &len);
+        http_reply(r->req, 503, "text/html; charset=utf-8", html, len);
+        free(html);
+    } else {
+        http_reply_problem(r->req, 503, "urn:tagproof:problem:unavailable",
+                           "Verification temporarily unavailable",
+                           "Neither the cache nor the database can answer right now; the tag's "
+                           "status is not known. Try again shortly.",
+                           json_pack("{s:s}", "tag_id", r->tag));
+    }
+    scan_req_free(r);
+}
+
+static json_t *info_member(struct scan_req *r, const char *name)
+{
+    json_t *m = r->info != NULL ? json_object_get(r->info, name) : NULL;
+    return m != NULL ? json_incref(m) : json_object();
+}
+
+static const char *info_str(struct scan_req *r, const char *obj, const char *field)
+{
+    json_t *o = r->info != NULL ? json_object_get(r->info, obj) : NULL;
+    return o != NULL ? json_string_value(json_object_get(o, field)) : NULL;
+}
+
+static void reply_found(struct scan_req *r, const struct rules_result *res)
+{
+    const char *verdict = rules_verdict_name(res->verdict);
+    char first_at[32] = "";
+    if (r->first_ms > 0)
+        format_rfc3339(r->first_ms, first_at);
+    json_t *reasons = json_array();
+    unsigned it = res->reasons, bit;
+    while ((bit = rules_reason_next(&it)) != 0)
+        json_array_append_new(reasons, json_string(rules_reason_name(bit)));
+
+    if (r->html) {
+        const char *names[RULES_REASON_COUNT];
+        size_t n = 0;
+        it = res->reasons;
+        while ((bit = rules_reason_next(&it)) != 0 && n < RULES_REASON_COUNT)
+            names[n++] = rules_reason_name(bit);
+        struct page_view v = {
+            .state = verdict,
+            .tag_id = r->tag,
+            .product_name = info_str(r, "product", "name"),
+            .product_sku = info_str(r, "product", "sku"),
+            .batch_code = info_str(r, "batch", "code"),
+            .factory_name = info_str(r, "factory", "name"),
+            .first_scan = r->first_scan,
+            .first_scanned_at = first_at[0] != '\0' ? first_at : NULL,
+            .scan_count = r->scan_count,
+            .reasons = names,
+            .reason_count = n,
+            .anchor_status = "pending",
+            .request_id = http_req_id(r->req),
+        };
+        size_t len = 0;
+        char *html = page_render(&v, &len);
+        http_reply(r->req, 200, "text/html; charset=utf-8", html, len);
+        free(html);
+        json_decref(reasons);
+        return;
+    }
+
+    json_t *risk = json_pack("{s:i, s:o}", "score", res->score, "reasons", reasons);
+    if (res->degraded)
+        json_object_set_new(risk, "degraded", json_true());
+    json_t *body = json_pack(
+        "{s:s, s:s, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:{s:s}, s:s}", "tag_id", r->tag, "verdict",
+        verdict, "product", info_member(r, "product"), "batch", info_member(r, "batch"), "factory",
+        info_member(r, "factory"), "first_scan", r->first_scan, "first_scanned_at",
+        first_at[0] != '\0' ? json_string(first_at) : json_null(), "scan_count",
+        r->scan_count > 0 ? json_integer(r->scan_count) : json_null(), "risk", risk, "anchor",
+        "status", "pending", "source", r->source == SOURCE_CACHE ? "cache" : "database");
+    http_reply_json(r->req, 200, body);
+}
+
+static void reply_unknown(struct scan_req *r, const struct rules_result *res)
+{
+    if (r->html) {
+        struct page_view v = {
+            .state = "unknown", .tag_id = r->tag, .request_id = http_req_id(r->req)};
+        size_t len = 0;
+        char *html = page_render(&v, &len);
+        http_reply(r->req, 404, "text/html; charset=utf-8", html, len);
+        free(html);
+        return;
+    }
+    json_t *ext = json_pack("{s:s, s:s}", "verdict", "unknown", "tag_id", r->tag);
+    if (res->degraded)
+        json_object_set_new(ext, "degraded", json_true());
+    http_reply_problem(r->req, 404, "urn:tagproof:problem:unknown-tag", "Tag not registered",
+                       "This tag id is well formed but no factory registered it.", ext);
+}
+
+/* --- the scan event ------------------------------------------------------------------ */
+
+static void on_event_sent(void *arg, enum redis_status st, const redisReply *reply)
+{
+    struct scan_service *ss = arg;
+    (void)reply;
+    metric_inc(ss->events, st == REDIS_STATUS_OK ? "sent" : "failed");
+    if (st != REDIS_STATUS_OK)
+        log_warn("scan event not recorded: redis %s", redis_status_str(st));
+}
+
+static void emit_event(struct scan_req *r, const struct rules_result *res)
+{
+    struct scan_event ev;
+    struct events_xadd a;
+    const char *why = NULL;
+
+    memset(&ev, 0, sizeof(ev));
+    memcpy(ev.tag_id, r->tag, sizeof(ev.tag_id));
+    ev.ts_ms = wall_ms();
+    ev.verdict = rules_verdict_name(res->verdict);
+    ev.score = res->score;
+    unsigned it = res->reasons, bit;
+    while ((bit = rules_reason_next(&it)) != 0) {
+        if (ev.reasons[0] != '\0')
+            strcat(ev.reasons, ",");
+        strcat(ev.reasons, rules_reason_name(bit));
+    }
+    memcpy(ev.ip_hash, r->ip_hash, sizeof(ev.ip_hash));
+    events_set_user_agent(&ev, r->user_agent, r->user_agent != NULL ? strlen(r->user_agent) : 0);
+    ev.has_location = r->has_loc;
+    ev.lat = r->lat;
+    ev.lon = r->lon;
+    ev.source = r->source == SOURCE_CACHE ? "cache" : "database";
+    if (r->found) {
+        memcpy(ev.factory_id, r->factory_id, sizeof(ev.factory_id));
+        memcpy(ev.batch_id, r->batch_id, sizeof(ev.batch_id));
+    }
+    ev.first_scan = r->first_scan;
+    ev.first_pending = r->first_pending;
+
+    if (events_xadd(&ev, NULL, &a, &why) != 0) {
+        log_error("scan event refused by its own builder: %s", why);
+        metric_inc(r->ss->events, "failed");
+        return;
+    }
+    if (redis_command(r->w->redis, 0, on_event_sent, r->ss, a.argc, a.argv, a.argvlen) != 0)
+        metric_inc(r->ss->events, "failed");
+}
+
+/* --- finish: rules, answer, event ------------------------------------------------------ */
+
+static void finish(struct scan_req *r)
+{
+    struct rules_result res;
+    r->in.now_ms = wall_ms();
+    r->in.tag_found = r->found;
+    r->in.batch_revoked = r->revoked;
+    r->in.user_agent = r->user_agent;
+    r->in.has_location = r->has_loc;
+    r->in.lat = r->lat;
+    r->in.lon = r->lon;
+    rules_evaluate(&r->ss->rules, &r->in, &res);
+
+    unsigned it = res.reasons, bit;
+    while ((bit = rules_reason_next(&it)) != 0)
+        metric_inc(r->ss->flags, rules_reason_name(bit));
+    if (res.degraded)
+        metric_inc(r->ss->degraded);
+    metric_inc(r->ss->scans, rules_verdict_name(res.verdict),
+               r->source == SOURCE_CACHE ? "cache" : "database");
+
+    if (r->found)
+        reply_found(r, &res);
+    else
+        reply_unknown(r, &res);
+    /* The answer is out; the event follows on the same loop and never delays it. */
+    if (!r->redis_unusable)
+        emit_event(r, &res);
+    else
+        metric_inc(r->ss->events, "failed");
+    scan_req_free(r);
+}
+
+/* --- unknown tags: the client's enumeration count ------------------------------------- */
+
+static void on_unknown_counted(void *arg, enum redis_status st, const redisReply *reply)
+{
+    struct scan_req *r = arg;
+    store_record(r, SERVICE_REDIS, redis_outcome(st));
+    if (st == REDIS_STATUS_OK && reply->type == REDIS_REPLY_INTEGER) {
+        r->in.state_available = true;
+        r->in.client_unknown_in_window = (uint64_t)reply->integer;
+    } else {
+        r->redis_unusable = 1;
+    }
+    finish(r);
+}
+
+static void count_unknown(struct scan_req *r)
+{
+    struct tagcache_args a;
+    if (r->redis_unusable || !store_allow(r, SERVICE_REDIS)) {
+        r->redis_unusable = 1;
+        finish(r);
+        return;
+    }
+    int argc = tagcache_unknown_args(&a, tagcache_unknown_sha(), r->client, &r->ss->windows);
+    if (redis_command(r->w->redis, 0, on_unknown_counted, r, argc, a.argv, a.argvlen) != 0) {
+        store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
+        r->redis_unusable = 1;
+        finish(r);
+    }
+}
+
+/* --- rule state from a lookup-script reply --------------------------------------------- */
+
+static void take_state(struct scan_req *r, const struct tagcache_hit *h)
+{
+    r->in.state_available = true;
+    r->in.repeat = h->repeat;
+    r->in.scans_in_window = (uint64_t)h->velocity;
+    r->in.distinct_clients = (uint64_t)h->clients;
+    r->in.client_unknown_in_window = (uint64_t)h->client_unknown;
+    r->in.has_prev_location = h->has_prev;
+    r->in.prev_lat = h->prev_lat;
+    r->in.prev_lon = h->prev_lon;
+    r->in.prev_ms = h->prev_ms;
+    r->scan_count = h->scan_count;
+}
+
+/* --- record_first: a first scan decided in Redis, made durable ------------------------- */
+
+static void on_first_recorded(void *arg, const struct pg_result_info *res)
+{
+    struct scan_req *r = arg;
+    store_record(r, SERVICE_PG, pg_outcome(res->status));
+    if (res->status != PG_OK)
+        r->first_pending = 1;
+    metric_inc(r->ss->first_writes, r->first_pending ? "deferred" : "ok");
+    finish(r);
+}
+
+static void record_first(struct scan_req *r)
+{
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", (long long)r->first_ms);
+    const char *params[2] = {r->tag, ms};
+    if (!store_allow(r, SERVICE_PG)) {
+        r->first_pending = 1;
+        metric_inc(r->ss->first_writes, "deferred");
+        finish(r);
+        return;
+    }
+    if (pg_query_prepared(r->w->pg, 0, on_first_recorded, r, "scan_first_at", 2, params) != 0) {
+        store_record(r, SERVICE_PG, BREAKER_FAILURE);
+        r->first_pending = 1;
+        metric_inc(r->ss->first_writes, "deferred");
+        finish(r);
+    }
+}
+
+/* --- fill_cache: after the database answered ------------------------------------------- */
+
+static void on_filled(void *arg, enum redis_status st, const redisReply *reply)
+{
+    struct scan_req *r = arg;
+    struct tagcache_hit h;
+    store_record(r, SERVICE_REDIS, redis_outcome(st));
+    if (st == REDIS_STATUS_OK && tagcache_parse_lookup(reply, &h) == 0 && h.found)
+        take_state(r, &h);
+    else
+        r->redis_unusable = 1;
+    finish(r);
+}
+
+static void fill_cache(struct scan_req *r)
+{
+    struct tagcache_fill f;
+    struct tagcache_args a;
+    char ttl[16], rv_key[64];
+    char *info = NULL;
+
+    if (r->redis_unusable || !store_allow(r, SERVICE_REDIS)) {
+        r->redis_unusable = 1;
+        finish(r);
+        return;
+    }
+    info = json_dumps(r->info, JSON_COMPACT);
+    int argc = tagcache_fill_args(&f, r->tag, info, r->batch_id, r->first_ms);
+    snprintf(ttl, sizeof(ttl), "%d", r->ss->cfg->cache_ttl_s);
+    tagcache_revoked_key(rv_key, sizeof(rv_key), r->batch_id);
+    /* One round trip: the writes and the lookup script leave together (pipelining). */
+    redis_command(r->w->redis, 0, ignore_reply, NULL, argc, f.argv, f.argvlen);
+    redis_commandf(r->w->redis, 0, ignore_reply, NULL, "EXPIRE %s %s", f.key, ttl);
+    if (r->revoked)
+        redis_commandf(r->w->redis, 0, ignore_reply, NULL, "SET %s 1", rv_key);
+    free(info);
+    argc = tagcache_lookup_args(&a, tagcache_lookup_sha(), r->tag, r->client, r->has_loc, r->lat,
+                                r->lon, &r->ss->windows);
+    if (redis_command(r->w->redis, 0, on_filled, r, argc, a.argv, a.argvlen) != 0) {
+        store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
+        r->redis_unusable = 1;
+        finish(r);
+    }
+}
+
+/* --- lookup_db: PostgreSQL -------------------------------------------------------------- */
+
+static void after_db(struct scan_req *r);
+
+static json_t *info_from_row(const PGresult *res)
+{
+    return json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s}, s:{s:s, s:s}}", "product", "id",
+                     PQgetvalue(res, 0, 4), "sku", PQgetvalue(res, 0, 5), "name",
+                     PQgetvalue(res, 0, 6), "batch", "id", PQgetvalue(res, 0, 1), "code",
+                     PQgetvalue(res, 0, 2), "factory", "id", PQgetvalue(res, 0, 7), "name",
+                     PQgetvalue(res, 0, 8));
+}
+
+static void on_db_first(void *arg, const struct pg_result_info *res)
+{
+    struct scan_req *r = arg;
+    store_record(r, SERVICE_PG, pg_outcome(res->status));
+    if (res->status == PG_OK && PQntuples(res->res) == 1) {
+        r->first_scan = 1;
+        r->first_ms = strtoll(PQgetvalue(res->res, 0, 0), NULL, 10);
+    } else if (res->status == PG_OK) {
+        /* Another scan of this tag made the first scan a moment ago. */
+        r->first_ms = wall_ms();
+    } else {
+        r->first_scan = 1;
+        r->first_pending = 1;
+        r->first_ms = wall_ms();
+    }
+    metric_inc(r->ss->first_writes, r->first_pending ? "deferred" : "ok");
+    after_db(r);
+}
+
+static void on_db_lookup(void *arg, const struct pg_result_info *res)
+{
+    struct scan_req *r = arg;
+    store_record(r, SERVICE_PG, pg_outcome(res->status));
+    if (res->status != PG_OK) {
+        log_emit(
+            LOG_WARN, http_req_id(r->req), "scan lookup failed",
+            json_pack("{s:s, s:s}", "store", "postgresql", "error", pg_status_str(res->status)));
+        reply_unavailable(r);
+        return;
+    }
+    r->source = SOURCE_DATABASE;
+    if (PQntuples(res->res) == 0) {
+        count_unknown(r);
+        return;
+    }
+    r->found = 1;
+    r->info = info_from_row(res->res);
+    snprintf(r->batch_id, sizeof(r->batch_id), "%s", PQgetvalue(res->res, 0, 1));
+    snprintf(r->factory_id, sizeof(r->factory_id), "%s", PQgetvalue(res->res, 0, 7));
+    r->revoked = PQgetvalue(res->res, 0, 3)[0] == 't';
+    if (PQgetisnull(res->res, 0, 0)) {
+        const char *params[1] = {r->tag};
+        if (store_allow(r, SERVICE_PG) &&
+            pg_query_prepared(r->w->pg, 0, on_db_first, r, "scan_first", 1, params) == 0)
+            return;
+        r->first_scan = 1;
+        r->first_pending = 1;
+        r->first_ms = wall_ms();
+    } else {
+        r->first_ms = strtoll(PQgetvalue(res->res, 0, 0), NULL, 10);
+    }
+    after_db(r);
+}
+
+static void after_db(struct scan_req *r)
+{
+    fill_cache(r);
+}
+
+static void lookup_db(struct scan_req *r)
+{
+    const char *params[1] = {r->tag};
+    if (!store_allow(r, SERVICE_PG)) {
+        reply_unavailable(r);
+        return;
+    }
+    if (pg_query_prepared(r->w->pg, 0, on_db_lookup, r, "scan_lookup", 1, params) != 0) {
+        store_record(r, SERVICE_PG, BREAKER_FAILURE);
+        reply_unavailable(r);
+    }
+}
+
+/* --- lookup_cache: one Lua script in Redis ----------------------------------------------- */
+
+static void lookup_cache(struct scan_req *r);
+
+static void on_cache(void *arg, enum redis_status st, const redisReply *reply)
+{
+    struct scan_req *r = arg;
+    struct tagcache_hit h;
+    store_record(r, SERVICE_REDIS, redis_outcome(st));
+
+    if (st == REDIS_STATUS_ERROR_REPLY && !r->noscript_retried &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        /* First use on this server (or after a restart): load the scripts and retry. */
+        r->noscript_retried = 1;
+        redis_commandf(r->w->redis, 0, ignore_reply, NULL, "SCRIPT LOAD %s",
+                       tagcache_unknown_script());
+        redis_commandf(r->w->redis, 0, ignore_reply, NULL, "SCRIPT LOAD %s",
+                       tagcache_lookup_script());
+        lookup_cache(r);
+        return;
+    }
+    if (st != REDIS_STATUS_OK || tagcache_parse_lookup(reply, &h) != 0) {
+        metric_inc(r->ss->cache, "error");
+        r->redis_unusable = 1;
+        lookup_db(r);
+        return;
+    }
+    if (!h.found) {
+        metric_inc(r->ss->cache, "miss");
+        lookup_db(r);
+        return;
+    }
+    metric_inc(r->ss->cache, "hit");
+    json_error_t jerr;
+    r->info = json_loadb(h.info, h.info_len, 0, &jerr);
+    if (r->info == NULL || strlen(h.batch_id) != UUID_STR_LEN) {
+        /* A damaged cache entry is treated as a miss; the database refills it. */
+        json_decref(r->info);
+        r->info = NULL;
+        lookup_db(r);
+        return;
+    }
+    r->source = SOURCE_CACHE;
+    r->found = 1;
+    snprintf(r->batch_id, sizeof(r->batch_id), "%s", h.batch_id);
+    const char *fid = info_str(r, "factory", "id");
+    snprintf(r->factory_id, sizeof(r->factory_id), "%s", fid != NULL ? fid : "");
+    r->first_ms = h.first_ms;
+    r->first_scan = h.first_scan;
+    r->revoked = h.revoked;
+    take_state(r, &h);
+    if (r->first_scan)
+        record_first(r);
+    else
+        finish(r);
+}
+
+static void lookup_cache(struct scan_req *r)
+{
+    struct tagcache_args a;
+    if (!store_allow(r, SERVICE_REDIS)) {
+        r->redis_unusable = 1;
+        lookup_db(r);
+        return;
+    }
+    int argc = tagcache_lookup_args(&a, tagcache_lookup_sha(), r->tag, r->client, r->has_loc,
+                                    r->lat, r->lon, &r->ss->windows);
+    if (redis_command(r->w->redis, 0, on_cache, r, argc, a.argv, a.argvlen) != 0) {
+        store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
+        r->redis_unusable = 1;
+        lookup_db(r);
+    }
+}
+
+/* --- scan_start: accept and parse --------------------------------------------------------- */
+
+/* A decimal degree: optional sign, digits, optional fraction; nothing else. */
+static int parse_degree(const char *s, double min, double max, double *out)
+{
+    char *end = NULL;
+    size_t n = strlen(s);
+    if (n == 0 || n > 24 || strspn(s, "+-0123456789.") != n)
+        return -1;
+    errno = 0;
+    *out = strtod(s, &end);
+    return errno == 0 && *end == '\0' && isfinite(*out) && *out >= min && *out <= max ? 0 : -1;
+}
+
+static int trusted_proxy(const struct scan_service *ss, const char *ip)
+{
+    for (size_t i = 0; i < ss->nproxies; i++)
+        if (strcmp(ss->proxies[i], ip) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * The client's address: the peer, or — when the peer is a trusted proxy — the right-most
+ * address of X-Forwarded-For that is not itself a trusted proxy.
+ */
+static void client_ip(struct scan_req *r, char *out, size_t len)
+{
+    const char *peer = http_req_peer(r->req);
+    snprintf(out, len, "%s", peer != NULL ? peer : "");
+    if (peer == NULL || !trusted_proxy(r->ss, peer))
+        return;
+    const char *xff = http_req_header(r->req, "X-Forwarded-For");
+    if (xff == NULL || strlen(xff) > 1024)
+        return;
+    char copy[1025];
+    snprintf(copy, sizeof(copy), "%s", xff);
+    for (;;) {
+        char *comma = strrchr(copy, ',');
+        char *item = comma != NULL ? comma + 1 : copy;
+        while (*item == ' ')
+            item++;
+        size_t n = strcspn(item, " ");
+        item[n] = '\0';
+        if (*item == '\0' || strspn(item, "0123456789abcdefABCDEF.:") != n)
+            return;
+        snprintf(out, len, "%s", item);
+        if (!trusted_proxy(r->ss, item) || comma == NULL)
+            return;
+        *comma = '\0';
+    }
+}
+
+static int sane_device_id(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)s[i]) || strchr("-_.:", s[i]) != NULL))
+            return 0;
+    return 1;
+}
+
+static void scan_start(struct http_req *req, struct scan_service *ss, int html)
+{
+    struct scan_req *r = NULL;
+    const char *raw = http_req_param(req, 0);
+    char ip[64];
+
+    if ((r = calloc(1, sizeof(*r))) == NULL) {
+        http_reply_problem(req, 500, NULL, NULL, "out of memory", NULL);
+        return;
+    }
+    r->req = req;
+    r->ss = ss;
+    r->w = service_worker(req);
+    r->html = html;
+
+    if (raw == NULL || uuid_canonical(raw, strlen(raw), r->tag) != 0) {
+        metric_inc(ss->scans, "invalid", "none");
+        if (html) {
+            struct page_view v = {.state = "unknown", .request_id = http_req_id(req)};
+            size_t len = 0;
+            char *page = page_render(&v, &len);
+            http_reply(req, 400, "text/html; charset=utf-8", page, len);
+            free(page);
+        } else {
+            http_reply_problem(req, 400, "urn:tagproof:problem:invalid-tag-id", "Invalid tag id",
+                               "A tag id is a UUID in canonical 8-4-4-4-12 hexadecimal form.",
+                               NULL);
+        }
+        free(r);
+        return;
+    }
+
+    const char *lat = http_req_query(req, "lat"), *lon = http_req_query(req, "lon");
+    if ((lat != NULL) != (lon != NULL) ||
+        (lat != NULL && (parse_degree(lat, -90, 90, &r->lat) != 0 ||
+                         parse_degree(lon, -180, 180, &r->lon) != 0))) {
+        http_reply_problem(req, 400, "urn:tagproof:problem:invalid-location", "Invalid location",
+                           "lat and lon come together, in decimal degrees within ±90 and ±180.",
+                           NULL);
+        free(r);
+        return;
+    }
+    r->has_loc = lat != NULL;
+
+    const char *ua = http_req_header(req, "User-Agent");
+    r->user_agent = strndup(ua != NULL ? ua : "", 512);
+    client_ip(r, ip, sizeof(ip));
+    hmac_hex(ss, ip, r->ip_hash, sizeof(r->ip_hash));
+    const char *device = http_req_header(req, "X-Device-Id");
+    if (sane_device_id(device)) {
+        char h[65];
+        char keyed[160];
+        snprintf(keyed, sizeof(keyed), "device:%s", device);
+        hmac_hex(ss, keyed, h, sizeof(h));
+        snprintf(r->client, sizeof(r->client), "d%.32s", h);
+    } else {
+        snprintf(r->client, sizeof(r->client), "i%.32s", r->ip_hash);
+    }
+    lookup_cache(r);
+}
+
+static void handle_scan(struct http_req *req, void *arg)
+{
+    scan_start(req, arg, 0);
+}
+
+static void handle_page(struct http_req *req, void *arg)
+{
+    scan_start(req, arg, 1);
+}
+
+/* --- setup ---------------------------------------------------------------------------------- */
+
+static const char sql_lookup[] =
+    "SELECT (extract(epoch FROM t.first_scanned_at) * 1000)::bigint, b.id, b.code,"
+    " b.revoked_at IS NOT NULL, p.id, p.sku, p.name, f.id, f.name"
+    " FROM tags t JOIN batches b ON b.id = t.batch_id JOIN products p ON p.id = t.product_id"
+    " JOIN factories f ON f.id = t.factory_id WHERE t.tag_id = $1";
+static const char sql_first[] =
+    "UPDATE tags SET first_scanned_at = date_trunc('milliseconds', now())"
+    " WHERE tag_id = $1 AND first_scanned_at IS NULL"
+    " RETURNING (extract(epoch FROM first_scanned_at) * 1000)::bigint";
+static const char sql_first_at[] =
+    "UPDATE tags SET first_scanned_at = to_timestamp($2::bigint / 1000.0)"
+    " WHERE tag_id = $1 AND first_scanned_at IS NULL";
+
+void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
+{
+    struct scan_worker *sw = calloc(1, sizeof(*sw));
+    if (sw == NULL)
+        return NULL;
+    sw->ss = ss;
+    sw->w = w;
+    if (w->pg != NULL) {
+        pg_pool_prepare(w->pg, "scan_lookup", sql_lookup, 1);
+        pg_pool_prepare(w->pg, "scan_first", sql_first, 1);
+        pg_pool_prepare(w->pg, "scan_first_at", sql_first_at, 2);
+    }
+    return sw;
+}
+
+void scan_worker_free(void *sw)
+{
+    free(sw);
+}
+
+/*
+ * The salt of client-IP hashes: TAGPROOF_IP_HASH_SALT, else a random one kept in
+ * TAGPROOF_DATA_DIR/ip-hash-salt (created 0600 on first start) so hashes stay comparable
+ * across restarts.
+ */
+static int load_salt(struct scan_service *ss, char *err, size_t errlen)
+{
+    const struct config *cfg = ss->cfg;
+    char path[1024];
+    if (cfg->ip_hash_salt != NULL) {
+        ss->salt_len = strlen(cfg->ip_hash_salt);
+        if (ss->salt_len < 16) {
+            snprintf(err, errlen, "TAGPROOF_IP_HASH_SALT: must be at least 16 characters");
+            return -1;
+        }
+        if (ss->salt_len > sizeof(ss->salt))
+            ss->salt_len = sizeof(ss->salt);
+        memcpy(ss->salt, cfg->ip_hash_salt, ss->salt_len);
+        return 0;
+    }
+    snprintf(path, sizeof(path), "%s/ip-hash-salt", cfg->data_dir);
+    mkdir(cfg->data_dir, 0700);
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, ss->salt, sizeof(ss->salt));
+        close(fd);
+        if (n >= 16) {
+            ss->salt_len = (size_t)n;
+            return 0;
+        }
+    }
+    if (getrandom(ss->salt, 32, 0) != 32) {
+        snprintf(err, errlen, "cannot generate the IP hash salt");
+        return -1;
+    }
+    ss->salt_len = 32;
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0 && errno == EEXIST) /* another instance won the race: use its salt */
+        return load_salt(ss, err, errlen);
+    if (fd < 0 || write(fd, ss->salt, 32) != 32) {
+        snprintf(err, errlen, "TAGPROOF_DATA_DIR: cannot write %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static int load_proxies(struct scan_service *ss, char *err, size_t errlen)
+{
+    const char *list = ss->cfg->trusted_proxies;
+    if (list == NULL)
+        return 0;
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ", ", &save); tok != NULL; tok = strtok_r(NULL, ", ", &save)) {
+        if (ss->nproxies == SCAN_MAX_PROXIES ||
+            strspn(tok, "0123456789abcdefABCDEF.:") != strlen(tok)) {
+            snprintf(err, errlen, "TAGPROOF_TRUSTED_PROXIES: expected up to %d IP addresses",
+                     SCAN_MAX_PROXIES);
+            free(copy);
+            return -1;
+        }
+        ss->proxies[ss->nproxies++] = strdup(tok);
+    }
+    free(copy);
+    return 0;
+}
+
+struct scan_service *scan_service_new(struct service *svc, char *err, size_t errlen)
+{
+    struct scan_service *ss = calloc(1, sizeof(*ss));
+    const char *why = NULL;
+    if (ss == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ss->svc = svc;
+    ss->cfg = service_config(svc);
+    rules_config_default(&ss->rules);
+    ss->rules.velocity_max = (unsigned)ss->cfg->rule_velocity_max;
+    ss->rules.travel_max_kmh = ss->cfg->rule_travel_kmh;
+    ss->rules.travel_min_km = ss->cfg->rule_travel_min_km;
+    ss->rules.clone_max_clients = (unsigned)ss->cfg->rule_clone_max;
+    ss->rules.enum_max_unknown = (unsigned)ss->cfg->rule_enum_max;
+    ss->rules.dedup_window_s = (unsigned)ss->cfg->rule_dedup_s;
+    if (rules_config_validate(&ss->rules, &why) != 0) {
+        snprintf(err, errlen, "anti-fraud rules: %s", why);
+        goto fail;
+    }
+    ss->windows = (struct tagcache_windows){
+        .dedup_s = ss->rules.dedup_window_s,
+        .velocity_s = ss->rules.velocity_window_s,
+        .clone_s = ss->rules.clone_window_s,
+        .travel_s = ss->rules.travel_window_s,
+        .enum_s = ss->rules.enum_window_s,
+    };
+    if (load_salt(ss, err, errlen) != 0 || load_proxies(ss, err, errlen) != 0)
+        goto fail;
+
+    struct metrics *m = service_metrics(svc);
+    ss->scans = metrics_counter(m, "tagproof_scans_total", "Scans answered, by verdict and source.",
+                                "verdict,source");
+    ss->cache = metrics_counter(m, "tagproof_cache_lookups_total",
+                                "Tag lookups in the Redis cache, by result.", "result");
+    ss->flags = metrics_counter(m, "tagproof_fraud_flags_total",
+                                "Anti-fraud rules that fired, by rule.", "rule");
+    ss->first_writes = metrics_counter(m, "tagproof_first_scan_writes_total",
+                                       "First scans written to PostgreSQL: ok, or deferred to "
+                                       "the event sink.",
+                                       "result");
+    ss->events = metrics_counter(m, "tagproof_scan_events_total",
+                                 "Scan events added to the stream, by result.", "result");
+    ss->degraded = metrics_counter(
+        m, "tagproof_scan_degraded_total",
+        "Scans answered without the Redis rule state (stateful rules skipped).", NULL);
+
+    struct httpd *h = service_httpd(svc);
+    if (httpd_route(h, HTTP_GET, "/v1/scan/{}", "/v1/scan/{tag_id}", handle_scan, ss) != 0 ||
+        httpd_route(h, HTTP_GET, "/t/{}", "/t/{tag_id}", handle_page, ss) != 0) {
+        snprintf(err, errlen, "cannot register the scan routes");
+        goto fail;
+    }
+    return ss;
+fail:
+    scan_service_free(ss);
+    return NULL;
+}
+
+void scan_service_free(struct scan_service *ss)
+{
+    if (ss == NULL)
+        return;
+    for (size_t i = 0; i < ss->nproxies; i++)
+        free(ss->proxies[i]);
+    free(ss);
+}

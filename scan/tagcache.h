@@ -1,0 +1,91 @@
+/*
+ * tagcache: the scan path's Redis side. One Lua script answers a cache hit in one round
+ * trip: the tag's stored data, whether this scan is its first (decided atomically, so 50
+ * concurrent first scans give exactly one "first"), whether its batch was recalled, and the
+ * anti-fraud state of the tag and of the client. Keys live under "tp:"; see
+ * docs/ARCHITECTURE.md for the layout.
+ */
+#ifndef TAGPROOF_TAGCACHE_H
+#define TAGPROOF_TAGCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#define TAGCACHE_ID_LEN 36
+
+/* Windows of the rule state, in seconds; from the rules configuration. */
+struct tagcache_windows {
+    unsigned dedup_s;    /* repeat scans by one client within it count once */
+    unsigned velocity_s; /* scans of one tag */
+    unsigned clone_s;    /* distinct clients of one tag */
+    unsigned travel_s;   /* how long the last located scan is kept */
+    unsigned enum_s;     /* unknown tags asked by one client */
+};
+
+/* What the lookup script found. Strings point into the reply: borrowed while it lives. */
+struct tagcache_hit {
+    bool found;
+    const char *info; /* JSON: {"product":{...},"batch":{...},"factory":{...}} */
+    size_t info_len;
+    const char *batch_id;
+    int64_t first_ms; /* first scan time, ms since the epoch */
+    bool first_scan;  /* this scan set first_ms */
+    bool revoked;
+    bool repeat; /* same client within the dedup window: counted once */
+    long velocity;
+    long clients;
+    long client_unknown;
+    bool has_prev;
+    double prev_lat, prev_lon;
+    int64_t prev_ms;
+    int64_t now_ms; /* the Redis server's clock */
+    long scan_count;
+};
+
+/* The scripts' SHA-1s for EVALSHA (computed once, static strings). */
+const char *tagcache_lookup_sha(void);
+const char *tagcache_lookup_script(void);
+const char *tagcache_unknown_sha(void);
+const char *tagcache_unknown_script(void);
+
+/*
+ * Argument vectors for EVALSHA of the lookup and unknown scripts. buf holds the formatted
+ * numbers and keys; argv/argvlen point into it and into the given strings (borrowed).
+ * Returns argc.
+ */
+#define TAGCACHE_MAX_ARGS 16
+struct tagcache_args {
+    const char *argv[TAGCACHE_MAX_ARGS];
+    size_t argvlen[TAGCACHE_MAX_ARGS];
+    char buf[512];
+};
+int tagcache_lookup_args(struct tagcache_args *a, const char *sha, const char *tag_id,
+                         const char *client, bool has_loc, double lat, double lon,
+                         const struct tagcache_windows *w);
+int tagcache_unknown_args(struct tagcache_args *a, const char *sha, const char *client,
+                          const struct tagcache_windows *w);
+
+/* Parses the lookup script's reply; 0, or -1 when it is not the expected shape. */
+int tagcache_parse_lookup(const redisReply *r, struct tagcache_hit *out);
+
+/*
+ * Arguments of the HSET that fills the cache from the database (then PEXPIRE separately).
+ * first_ms 0 leaves the first-scan field unset.
+ */
+struct tagcache_fill {
+    const char *argv[8];
+    size_t argvlen[8];
+    char key[48];
+    char first[24];
+};
+int tagcache_fill_args(struct tagcache_fill *f, const char *tag_id, const char *info,
+                       const char *batch_id, int64_t first_ms);
+
+/* Key names, written into out (at least 64 bytes). */
+void tagcache_revoked_key(char *out, size_t len, const char *batch_id);
+void tagcache_tag_key(char *out, size_t len, const char *tag_id);
+
+#endif
