@@ -2,6 +2,7 @@
 #include "support.h"
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,6 +134,41 @@ static void test_docs_cover_spec_settings(void **state)
     }
 }
 
+static char *slurp(const char *rel)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", TAGPROOF_SOURCE_DIR, rel);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("cannot read %s", path);
+    char *buf = calloc(1, 1 << 20);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The operators' documents name every setting the programs read, with its default. */
+static void test_docs_are_complete(void **state)
+{
+    (void)state;
+    char *ops = slurp("docs/OPERATIONS.md"), *env = slurp(".env.example");
+    struct config_doc d;
+    for (size_t i = 0; config_doc(i, &d) == 0; i++) {
+        char want[256];
+        snprintf(want, sizeof(want), "| `%s` | `%s` |", d.name,
+                 d.default_value != NULL ? d.default_value : "unset");
+        if (strstr(ops, want) == NULL)
+            fail_msg("docs/OPERATIONS.md lacks the row of %s (run tagproof config)", d.name);
+        snprintf(want, sizeof(want), "%s%s=%s\n", d.default_value != NULL ? "" : "# ", d.name,
+                 d.default_value != NULL ? d.default_value : "");
+        if (strstr(env, want) == NULL)
+            fail_msg(".env.example lacks %s (run tagproof config env)", d.name);
+    }
+    free(ops);
+    free(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -140,6 +176,7 @@ int main(void)
         cmocka_unit_test_setup(test_overrides, setup),
         cmocka_unit_test_setup(test_bad_values, setup),
         cmocka_unit_test_setup(test_docs_cover_spec_settings, setup),
+        cmocka_unit_test(test_docs_are_complete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
