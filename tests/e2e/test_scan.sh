@@ -130,6 +130,26 @@ check "metrics count fraud flags by rule" grep -q 'tagproof_fraud_flags_total{ru
 check "metrics show both breakers" bash -c "grep -q 'tagproof_breaker_state{dependency=\"redis\"} 0' '$work/metrics' && grep -q 'tagproof_breaker_state{dependency=\"postgresql\"} 0' '$work/metrics'"
 check "metrics have request latency by route" grep -q 'tagproof_http_request_duration_seconds_bucket{route="/v1/scan/{tag_id}"' "$work/metrics"
 
+# Hostile clients: a thousand idle connections, oversized headers and bodies.
+ulimit -n 4096 2>/dev/null || true
+port=${TAGPROOF_SCAN_LISTEN##*:}
+idle=()
+for i in $(seq 1 1000); do
+  exec {fd}<>"/dev/tcp/127.0.0.1/$port" || break
+  idle+=("$fd")
+done
+check "a thousand idle connections are accepted (${#idle[@]})" test "${#idle[@]}" = 1000
+t=$(curl -sS -A "$ua" -o "$work/body" -w '%{http_code} %{time_total}' "$base/v1/scan/${tags[0]}")
+check "…and a scan still answers at once ($t)" awk -v t="$t" 'BEGIN { split(t, a, " "); exit !(a[1] == 200 && a[2] < 0.5) }'
+for fd in "${idle[@]}"; do exec {fd}>&-; done
+code=$(curl -sS -o /dev/null -w '%{http_code}' -H "X-Big: $(head -c 65536 /dev/zero | tr '\0' 'x')" "$base/v1/scan/${tags[0]}" || true)
+check "a 64 KB header is refused (got $code)" bash -c "[ '$code' = 431 ] || [ '$code' = 400 ] || [ '$code' = 000 ]"
+head -c 1048576 /dev/zero >"$work/big"
+code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary @"$work/big" "$base/v1/scan/${tags[0]}" || true)
+check "a 1 MB body is refused (got $code)" bash -c "[ '$code' = 413 ] || [ '$code' = 405 ] || [ '$code' = 000 ]"
+code=$(curl -sS -o /dev/null -w '%{http_code}' -A "$ua" "$base/v1/scan/${tags[0]}")
+check "…and the service is still there (got $code)" test "$code" = 200
+
 kill -TERM "$scan_pid"
 e2e_wait_exit "$scan_pid" 15 || true
 e2e_done
