@@ -28,6 +28,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <event2/event.h>
+
 #include "breaker.h"
 #include "config.h"
 #include "events.h"
@@ -57,13 +59,27 @@ struct scan_service {
     struct metric *cache;        /* hit, miss, error */
     struct metric *flags;        /* fraud flags by rule */
     struct metric *first_writes; /* first-scan writes: ok, deferred */
-    struct metric *events;       /* scan events: sent, failed */
+    struct metric *events;       /* scan events: sent, deferred, replayed, dropped */
+    struct metric *backlog;      /* events waiting for Redis, per worker */
     struct metric *degraded;
 };
+
+/*
+ * Events that could not be added to the stream (Redis down or refusing) wait in a bounded
+ * ring per worker and are replayed into the stream once Redis answers again, so the sink
+ * stores them like any other. Past SCAN_BACKLOG_MAX the oldest are dropped and counted.
+ */
+#define SCAN_BACKLOG_MAX 20000
+#define SCAN_BACKLOG_FLUSH_MS 250
+#define SCAN_BACKLOG_BATCH 256
 
 struct scan_worker {
     struct scan_service *ss;
     struct service_worker *w;
+    struct scan_event *backlog; /* ring of SCAN_BACKLOG_MAX */
+    size_t head, count;
+    struct event *flush;
+    unsigned in_flight; /* replays sent and not yet answered */
 };
 
 enum scan_source { SOURCE_CACHE, SOURCE_DATABASE };
@@ -285,20 +301,98 @@ static void reply_unknown(struct scan_req *r, const struct rules_result *res)
 
 /* --- the scan event ------------------------------------------------------------------ */
 
+struct event_send {
+    struct scan_worker *sw;
+    int replay;
+    struct scan_event ev;
+};
+
+static void backlog_push(struct scan_worker *sw, const struct scan_event *ev)
+{
+    if (sw->backlog == NULL)
+        return;
+    if (sw->count == SCAN_BACKLOG_MAX) {
+        /* Full: the oldest event gives way, so the newest picture of scanning survives. */
+        sw->head = (sw->head + 1) % SCAN_BACKLOG_MAX;
+        sw->count--;
+        metric_inc(sw->ss->events, "dropped");
+    }
+    sw->backlog[(sw->head + sw->count) % SCAN_BACKLOG_MAX] = *ev;
+    sw->count++;
+}
+
 static void on_event_sent(void *arg, enum redis_status st, const redisReply *reply)
 {
-    struct scan_service *ss = arg;
+    struct event_send *send = arg;
+    struct scan_worker *sw = send->sw;
     (void)reply;
-    metric_inc(ss->events, st == REDIS_STATUS_OK ? "sent" : "failed");
-    if (st != REDIS_STATUS_OK)
-        log_warn("scan event not recorded: redis %s", redis_status_str(st));
+    if (send->replay)
+        sw->in_flight--;
+    if (st == REDIS_STATUS_OK) {
+        metric_inc(sw->ss->events, send->replay ? "replayed" : "sent");
+    } else {
+        metric_inc(sw->ss->events, "deferred");
+        backlog_push(sw, &send->ev);
+    }
+    free(send);
+}
+
+/* Sends ev to the stream; 0, or -1 when it could not even be issued (caller keeps it). */
+static int event_send(struct scan_worker *sw, const struct scan_event *ev, int replay)
+{
+    struct events_xadd a;
+    const char *why = NULL;
+    struct event_send *send = NULL;
+
+    if (sw->w->redis == NULL || (send = malloc(sizeof(*send))) == NULL)
+        return -1;
+    send->sw = sw;
+    send->replay = replay;
+    send->ev = *ev;
+    /* The argument vector points into the copy, which lives until the callback. */
+    if (events_xadd(&send->ev, NULL, &a, &why) != 0) {
+        log_error("scan event refused by its own builder: %s", why);
+        metric_inc(sw->ss->events, "dropped");
+        free(send);
+        return 0;
+    }
+    if (redis_command(sw->w->redis, 0, on_event_sent, send, a.argc, a.argv, a.argvlen) != 0) {
+        free(send);
+        return -1;
+    }
+    if (replay)
+        sw->in_flight++;
+    return 0;
+}
+
+/* Every SCAN_BACKLOG_FLUSH_MS: replay waiting events once Redis takes commands again. */
+static void backlog_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct scan_worker *sw = arg;
+    (void)fd;
+    (void)what;
+    char idx[16];
+    snprintf(idx, sizeof(idx), "%u", sw->w->idx);
+    metric_set(sw->ss->backlog, (double)sw->count, idx);
+    if (sw->count == 0 || sw->in_flight > 0 || sw->w->redis == NULL ||
+        !redis_connected(sw->w->redis) ||
+        breaker_state(service_breaker(sw->ss->svc, SERVICE_REDIS)) == BREAKER_OPEN)
+        return;
+    for (int i = 0; i < SCAN_BACKLOG_BATCH && sw->count > 0; i++) {
+        struct scan_event ev = sw->backlog[sw->head];
+        sw->head = (sw->head + 1) % SCAN_BACKLOG_MAX;
+        sw->count--;
+        if (event_send(sw, &ev, 1) != 0) {
+            backlog_push(sw, &ev);
+            break;
+        }
+    }
 }
 
 static void emit_event(struct scan_req *r, const struct rules_result *res)
 {
+    struct scan_worker *sw = r->w->program;
     struct scan_event ev;
-    struct events_xadd a;
-    const char *why = NULL;
 
     memset(&ev, 0, sizeof(ev));
     memcpy(ev.tag_id, r->tag, sizeof(ev.tag_id));
@@ -324,13 +418,11 @@ static void emit_event(struct scan_req *r, const struct rules_result *res)
     ev.first_scan = r->first_scan;
     ev.first_pending = r->first_pending;
 
-    if (events_xadd(&ev, NULL, &a, &why) != 0) {
-        log_error("scan event refused by its own builder: %s", why);
-        metric_inc(r->ss->events, "failed");
-        return;
+    /* Redis already failed this request: keep the event for later instead of waiting again. */
+    if (r->redis_unusable || event_send(sw, &ev, 0) != 0) {
+        metric_inc(r->ss->events, "deferred");
+        backlog_push(sw, &ev);
     }
-    if (redis_command(r->w->redis, 0, on_event_sent, r->ss, a.argc, a.argv, a.argvlen) != 0)
-        metric_inc(r->ss->events, "failed");
 }
 
 /* --- finish: rules, answer, event ------------------------------------------------------ */
@@ -360,10 +452,7 @@ static void finish(struct scan_req *r)
     else
         reply_unknown(r, &res);
     /* The answer is out; the event follows on the same loop and never delays it. */
-    if (!r->redis_unusable)
-        emit_event(r, &res);
-    else
-        metric_inc(r->ss->events, "failed");
+    emit_event(r, &res);
     scan_req_free(r);
 }
 
@@ -802,10 +891,18 @@ static const char sql_first_at[] =
 void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
 {
     struct scan_worker *sw = calloc(1, sizeof(*sw));
+    struct timeval every = {0, SCAN_BACKLOG_FLUSH_MS * 1000};
     if (sw == NULL)
         return NULL;
     sw->ss = ss;
     sw->w = w;
+    sw->backlog = calloc(SCAN_BACKLOG_MAX, sizeof(*sw->backlog));
+    sw->flush = event_new(w->base, -1, EV_PERSIST, backlog_flush, sw);
+    if (sw->backlog == NULL || sw->flush == NULL) {
+        scan_worker_free(sw);
+        return NULL;
+    }
+    event_add(sw->flush, &every);
     if (w->pg != NULL) {
         pg_pool_prepare(w->pg, "scan_lookup", sql_lookup, 1);
         pg_pool_prepare(w->pg, "scan_first", sql_first, 1);
@@ -814,8 +911,20 @@ void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
     return sw;
 }
 
-void scan_worker_free(void *sw)
+/*
+ * Events still waiting here when the worker stops are lost with the process; the log says how
+ * many.
+ */
+void scan_worker_free(void *arg)
 {
+    struct scan_worker *sw = arg;
+    if (sw == NULL)
+        return;
+    if (sw->count > 0)
+        log_warn("%zu scan events could not be added to the stream before shutdown", sw->count);
+    if (sw->flush != NULL)
+        event_free(sw->flush);
+    free(sw->backlog);
     free(sw);
 }
 
@@ -931,7 +1040,11 @@ struct scan_service *scan_service_new(struct service *svc, char *err, size_t err
                                        "the event sink.",
                                        "result");
     ss->events = metrics_counter(m, "tagproof_scan_events_total",
-                                 "Scan events added to the stream, by result.", "result");
+                                 "Scan events: sent to the stream, deferred while Redis was "
+                                 "unavailable, replayed later, or dropped.",
+                                 "result");
+    ss->backlog = metrics_gauge(m, "tagproof_scan_event_backlog",
+                                "Scan events waiting for Redis, per worker.", "worker");
     ss->degraded = metrics_counter(
         m, "tagproof_scan_degraded_total",
         "Scans answered without the Redis rule state (stateful rules skipped).", NULL);

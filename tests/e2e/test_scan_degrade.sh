@@ -69,7 +69,15 @@ check "…each within the Redis deadline plus a database call (slowest ${slowest
 back_ms=$(awk -v b="$restart_at" '$3 > b && $4 == "cache" { printf "%d", ($3 - b) / 1000000; exit }' "$work/stream.log")
 check "…and from the cache again ${back_ms:-never} ms after Redis returned" test -n "$back_ms"
 [ -n "$back_ms" ] && check "…within seconds" test "$back_ms" -lt 5000
+# The restarted Redis came back empty: every event in its stream was replayed from the
+# workers' backlogs or sent after the restart, none lost for the outage.
+sleep 1
+in_stream=$(redis-cli -p "$redis_port" XLEN tagproof:scan-events)
+after=$(awk -v b="$restart_at" '$3 > b' "$work/stream.log" | wc -l)
+check "events of the outage reach the stream once Redis is back ($in_stream >= $from_db + $after)" \
+  test "$in_stream" -ge $((from_db + after))
 curl -sS "$base/metrics" >"$work/metrics"
+check "the metrics count deferred and replayed events" bash -c "grep -q 'tagproof_scan_events_total{result=\"replayed\"}' '$work/metrics' && grep -q 'tagproof_scan_events_total{result=\"deferred\"}' '$work/metrics'"
 check "the Redis breaker opened during the outage" grep -q 'tagproof_breaker_state' "$work/metrics"
 grep -q '"to":"open"' "$work/tagproof-scan.log" && ok "the log says the Redis breaker opened" || not_ok "the log says the Redis breaker opened"
 grep -q '"from":"half_open","to":"closed"' "$work/tagproof-scan.log" && ok "…and closed again through half-open" || not_ok "…and closed again through half-open"
