@@ -28,13 +28,13 @@ enum field {
     F_BATCH_ID,
     F_FIRST_SCAN,
     F_FIRST_PENDING,
+    F_FIRST_MS,
     F_COUNT
 };
 
 static const char *const field_names[F_COUNT] = {
-    "v",      "tag_id",     "ts",       "verdict",    "score",        "reasons",
-    "ip_hash", "ua",        "lat",      "lon",        "source",       "factory_id",
-    "batch_id", "first_scan", "first_pending",
+    "v",   "tag_id", "ts",     "verdict",    "score",    "reasons",    "ip_hash",       "ua",
+    "lat", "lon",    "source", "factory_id", "batch_id", "first_scan", "first_pending", "first_ms",
 };
 
 _Static_assert(F_COUNT == EVENTS_FIELDS, "EVENTS_FIELDS must count the fields");
@@ -190,12 +190,12 @@ static bool uuid_or_empty_ok(const char *s)
  */
 static int event_check(const struct scan_event *ev, const char **why)
 {
-#define CHECK(cond, reason)                                                                      \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            *why = (reason);                                                                     \
-            return -1;                                                                           \
-        }                                                                                        \
+#define CHECK(cond, reason)                                                                        \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            *why = (reason);                                                                       \
+            return -1;                                                                             \
+        }                                                                                          \
     } while (0)
     CHECK(memchr(ev->tag_id, '\0', sizeof(ev->tag_id)) != NULL && ev->tag_id[0] != '\0' &&
               uuid_or_empty_ok(ev->tag_id),
@@ -228,6 +228,7 @@ static int event_check(const struct scan_event *ev, const char **why)
               uuid_or_empty_ok(ev->batch_id),
           "batch_id is not a lower-case UUID");
     CHECK(!ev->first_pending || ev->first_scan, "first_pending without first_scan");
+    CHECK(ev->first_ms >= 0, "first_ms is negative");
 #undef CHECK
     return 0;
 }
@@ -262,7 +263,10 @@ int events_xadd(const struct scan_event *ev, const char *stream, struct events_x
 
     snprintf(out->num[0], sizeof(out->num[0]), "%" PRId64, ev->ts_ms);
     snprintf(out->num[1], sizeof(out->num[1]), "%d", ev->score);
-    out->num[2][0] = out->num[3][0] = '\0';
+    out->num[2][0] = out->num[3][0] = out->num[4][0] = '\0';
+    /* Meaningful only for a first scan; a writer may fill it for every scan. */
+    if (ev->first_scan && ev->first_ms > 0)
+        snprintf(out->num[4], sizeof(out->num[4]), "%" PRId64, ev->first_ms);
     if (ev->has_location) {
         format_double(out->num[2], sizeof(out->num[2]), ev->lat);
         format_double(out->num[3], sizeof(out->num[3]), ev->lon);
@@ -282,6 +286,7 @@ int events_xadd(const struct scan_event *ev, const char *stream, struct events_x
     vals[F_BATCH_ID] = ev->batch_id;
     vals[F_FIRST_SCAN] = ev->first_scan ? "1" : "0";
     vals[F_FIRST_PENDING] = ev->first_pending ? "1" : "0";
+    vals[F_FIRST_MS] = out->num[4];
     for (int i = 0; i < F_COUNT; i++)
         lens[i] = strlen(vals[i]);
 
@@ -331,8 +336,7 @@ static int parse_coord(const char *s, size_t len, double *out)
         return -1;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
-        if (!((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' ||
-              c == 'E'))
+        if (!((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'))
             return -1;
     }
     memcpy(buf, s, len);
@@ -401,12 +405,12 @@ int events_parse(const char *const *items, const size_t *lens, size_t n, struct 
         /* Unknown fields are a newer writer's additions: ignored. */
     }
 
-#define REQUIRE(cond, reason)                                                                    \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            *why = (reason);                                                                     \
-            return -1;                                                                           \
-        }                                                                                        \
+#define REQUIRE(cond, reason)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            *why = (reason);                                                                       \
+            return -1;                                                                             \
+        }                                                                                          \
     } while (0)
     REQUIRE(seen[F_V], "no version field v");
     REQUIRE(vlen[F_V] == strlen(EVENTS_VERSION) && memcmp(val[F_V], EVENTS_VERSION, vlen[F_V]) == 0,
@@ -464,6 +468,14 @@ int events_parse(const char *const *items, const size_t *lens, size_t n, struct 
     REQUIRE(!seen[F_FIRST_PENDING] ||
                 parse_flag(val[F_FIRST_PENDING], vlen[F_FIRST_PENDING], &out->first_pending) == 0,
             "first_pending is not 0 or 1");
+    if (seen[F_FIRST_MS] && vlen[F_FIRST_MS] > 0) {
+        REQUIRE(parse_uint(val[F_FIRST_MS], vlen[F_FIRST_MS], INT64_C(999999999999999), &num) ==
+                        0 &&
+                    num > 0,
+                "first_ms is not a positive millisecond time");
+        out->first_ms = num;
+        REQUIRE(out->first_scan, "first_ms without first_scan");
+    }
 #undef REQUIRE
     return event_check(out, why);
 }

@@ -42,21 +42,27 @@ struct scan_event {
     char ip_hash[EVENTS_IP_HASH_LEN + 1]; /* salted SHA-256 of the client IP, lower-case hex */
     char user_agent[EVENTS_UA_MAX + 1];   /* set it with events_set_user_agent() */
     bool has_location;
-    double lat, lon;                    /* degrees, when has_location */
-    const char *source;                 /* static: "cache", "database", or NULL */
-    char factory_id[UUID_STR_LEN + 1];  /* "" for an unknown tag */
-    char batch_id[UUID_STR_LEN + 1];    /* "" for an unknown tag */
-    bool first_scan;                    /* this scan was the tag's first */
+    double lat, lon;                   /* degrees, when has_location */
+    const char *source;                /* static: "cache", "database", or NULL */
+    char factory_id[UUID_STR_LEN + 1]; /* "" for an unknown tag */
+    char batch_id[UUID_STR_LEN + 1];   /* "" for an unknown tag */
+    bool first_scan;                   /* this scan was the tag's first */
     /*
      * The scan path could not record the first scan in PostgreSQL itself: the sink must set
      * tags.first_scanned_at. Implies first_scan. (The sink records every first scan
      * idempotently anyway; the flag tells operators which path did it.)
      */
     bool first_pending;
+    /*
+     * With first_scan: the first-scan time the scan path answered with (its Redis decided
+     * it a moment before ts_ms), so that PostgreSQL records the very time the first scanner
+     * was shown. 0: ts_ms. Not written without first_scan.
+     */
+    int64_t first_ms;
 };
 
 /* Field/value pairs the builder writes, always all of them and in one order. */
-#define EVENTS_FIELDS 15
+#define EVENTS_FIELDS 16
 #define EVENTS_XADD_ARGC (3 + 2 * EVENTS_FIELDS)
 
 /*
@@ -68,7 +74,7 @@ struct events_xadd {
     int argc;
     const char *argv[EVENTS_XADD_ARGC];
     size_t argvlen[EVENTS_XADD_ARGC];
-    char num[4][32]; /* ts, score, lat, lon as text */
+    char num[5][32]; /* ts, score, lat, lon, first_ms as text */
 };
 
 /*

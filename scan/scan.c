@@ -417,6 +417,7 @@ static void emit_event(struct scan_req *r, const struct rules_result *res)
     }
     ev.first_scan = r->first_scan;
     ev.first_pending = r->first_pending;
+    ev.first_ms = r->first_ms;
 
     /* Redis already failed this request: keep the event for later instead of waiting again. */
     if (r->redis_unusable || event_send(sw, &ev, 0) != 0) {

@@ -78,6 +78,8 @@ static const struct config_entry entries[] = {
      "seconds between anchoring cycles"},
     {"TAGPROOF_LOG_ORIGIN", CT_STRING, F(log_origin), "tagproof.local/log", 0, 0, NULL,
      "origin line of the log's checkpoints"},
+    {"TAGPROOF_SINK", CT_CHOICE, F(sink), "on", 0, 0, "on|off",
+     "on: tagproof-scan runs the scan-event sink (stream to PostgreSQL) on a thread of its own"},
     {"TAGPROOF_TRUSTED_PROXIES", CT_STRING, F(trusted_proxies), NULL, 0, 0, NULL,
      "comma-separated IP addresses of reverse proxies whose X-Forwarded-For is honoured"},
     {"TAGPROOF_IP_HASH_SALT", CT_STRING, F(ip_hash_salt), NULL, 0, 0, NULL,

@@ -47,6 +47,7 @@ struct config {
     int anchor_interval_s;
     char *log_origin;
     /* scan service */
+    char *sink;            /* "on": tagproof-scan runs the scan-event sink thread */
     char *trusted_proxies; /* comma-separated IP addresses whose X-Forwarded-For is honoured */
     char *ip_hash_salt;    /* secret salt of client-IP hashes; generated under data_dir if unset */
     int cache_ttl_s;

@@ -115,6 +115,16 @@ check "scan events reach tagproof:scan-events" grep -q "$tag" "$work/events"
 check "…with verdicts and hashed client IPs" bash -c "grep -q revoked '$work/events' && grep -Eq '^[0-9a-f]{64}$' '$work/events'"
 check "…and no raw client IP" bash -c "! grep -q '^127\\.0\\.0\\.1$' '$work/events'"
 
+# The sink thread stores the events in PostgreSQL within seconds.
+stored=0
+for _ in $(seq 1 50); do
+  stored=$(psql "$TAGPROOF_TEST_PG_URL" -Atc "SELECT count(*) FROM scan_events WHERE tag_id = '$tag'")
+  [ "$stored" -ge 2 ] && break
+  sleep 0.2
+done
+check "the sink stores scan events in PostgreSQL within seconds ($stored)" test "$stored" -ge 2
+check "…with verdict, score and hashed client" bash -c "[ \"\$(psql '$TAGPROOF_TEST_PG_URL' -Atc \"SELECT count(*) FROM scan_events WHERE tag_id = '$tag' AND verdict = 'revoked' AND length(ip_hash) = 64\")\" -ge 1 ]"
+
 # The consumer page.
 scan "$base/t/${tags[0]}"
 check "/t/{id} answers 200 HTML for a registered tag" bash -c "[ $code = 200 ] && grep -qi '^content-type: text/html' '$work/headers'"
