@@ -254,6 +254,9 @@ int tagcache_parse_lookup(const redisReply *r, struct tagcache_hit *out)
     out->has_prev = parse_double(str_at(r, 11, NULL), &out->prev_lat) == 0 &&
                     parse_double(str_at(r, 12, NULL), &out->prev_lon) == 0 &&
                     parse_double(str_at(r, 13, NULL), &ms) == 0;
+    /* What Redis holds is data, not a promise: a time outside 0..year 9999 is no location. */
+    if (out->has_prev && !(ms >= 0 && ms <= 253402300799999.0))
+        out->has_prev = false;
     out->prev_ms = out->has_prev ? (int64_t)ms : 0;
     return 0;
 }

@@ -66,12 +66,6 @@ static int secret_key(const char *key)
     return strcmp(lower, "ip") == 0 || strcmp(lower, "key") == 0;
 }
 
-static int token_char(char c)
-{
-    return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '+' ||
-           c == '/' || c == '=';
-}
-
 static int b64url_char(char c)
 {
     return isalnum((unsigned char)c) || c == '-' || c == '_';
@@ -121,11 +115,15 @@ char *log_redact(const char *s)
     while (*p != '\0') {
         size_t n;
         if (strncasecmp(p, "bearer ", 7) == 0) {
-            PUT(p, 7);
-            p += 7;
-            n = 0;
-            while (token_char(p[n]))
-                n++;
+            /* Whatever follows the scheme (once any repeated "Bearer " is passed) up to the
+             * next blank, quote or comma is the credential, whatever it looks like. */
+            while (strncasecmp(p, "bearer ", 7) == 0) {
+                PUT(p, 7);
+                p += 7;
+                while (*p == ' ')
+                    PUT(p++, 1);
+            }
+            n = strcspn(p, " \t\r\n\"',;");
             if (n > 0)
                 PUT(mask, sizeof(mask) - 1);
             p += n;

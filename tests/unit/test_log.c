@@ -94,6 +94,10 @@ static void test_redact_strings(void **state)
         {"user=x password=secret dbname=y", "user=x password=[redacted] dbname=y"},
         {"Authorization: Bearer tok123", "Authorization: Bearer [redacted]"},
         {"key tp_live_id_secret end", "key tp_live_[redacted] end"},
+        /* Found by fuzzing: a doubled scheme or a token of another shape must not leak. */
+        {"Authorization: Bearer Bearer s3cr3t-token-123",
+         "Authorization: Bearer Bearer [redacted]"},
+        {"x bearer password=!hunter2", "x bearer [redacted]"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *r = log_redact(cases[i].in);
