@@ -4,6 +4,7 @@
  * own — the sink that moves scan events from the Redis stream into PostgreSQL.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,7 +102,20 @@ static struct sink_thread *sink_thread_start(struct service *svc)
             NULL ||
         sink_start(st->sink) != 0)
         goto fail;
-    if (pthread_create(&st->thread, NULL, sink_main, st) != 0)
+    /*
+     * The thread is created before httpd_start blocks SIGINT and SIGTERM for the process:
+     * block them here too, or a second SIGTERM during shutdown would land on this thread
+     * and kill the process before the batch in flight is stored.
+     */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int created = pthread_create(&st->thread, NULL, sink_main, st);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (created != 0)
         goto fail;
     log_info("scan-event sink started as consumer %s", consumer);
     return st;

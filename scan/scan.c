@@ -510,8 +510,21 @@ static void on_first_recorded(void *arg, const struct pg_result_info *res)
 {
     struct scan_req *r = arg;
     store_record(r, SERVICE_PG, pg_outcome(res->status));
-    if (res->status != PG_OK)
+    if (res->status != PG_OK) {
         r->first_pending = 1;
+    } else if (PQntuples(res->res) == 1 && PQgetvalue(res->res, 0, 1)[0] == 'f') {
+        /*
+         * PostgreSQL already had a first scan (made through the database while Redis was
+         * away): that one stands. The cache learns its time; this scan is not the first.
+         */
+        r->first_scan = 0;
+        r->first_ms = strtoll(PQgetvalue(res->res, 0, 0), NULL, 10);
+        char key[64], ms[24];
+        tagcache_tag_key(key, sizeof(key), r->tag);
+        snprintf(ms, sizeof(ms), "%lld", (long long)r->first_ms);
+        if (r->w->redis != NULL)
+            redis_commandf(r->w->redis, 0, ignore_reply, NULL, "HSET %s f %s", key, ms);
+    }
     metric_inc(r->ss->first_writes, r->first_pending ? "deferred" : "ok");
     finish(r);
 }
@@ -527,7 +540,7 @@ static void record_first(struct scan_req *r)
         finish(r);
         return;
     }
-    if (pg_query_prepared(r->w->pg, 0, on_first_recorded, r, "scan_first_at", 2, params) != 0) {
+    if (pg_query_prepared(r->w->pg, 0, on_first_recorded, r, "scan_first", 2, params) != 0) {
         store_record(r, SERVICE_PG, BREAKER_FAILURE);
         r->first_pending = 1;
         metric_inc(r->ss->first_writes, "deferred");
@@ -562,11 +575,17 @@ static void fill_cache(struct scan_req *r)
         return;
     }
     info = json_dumps(r->info, JSON_COMPACT);
-    int argc = tagcache_fill_args(&f, r->tag, info, r->batch_id, r->first_ms);
+    /* The first-scan time goes in with HSETNX: one the cache already holds wins. */
+    int argc = tagcache_fill_args(&f, r->tag, info, r->batch_id, 0);
     snprintf(ttl, sizeof(ttl), "%d", r->ss->cfg->cache_ttl_s);
     tagcache_revoked_key(rv_key, sizeof(rv_key), r->batch_id);
     /* One round trip: the writes and the lookup script leave together (pipelining). */
     redis_command(r->w->redis, 0, ignore_reply, NULL, argc, f.argv, f.argvlen);
+    if (r->first_ms > 0) {
+        char ms[24];
+        snprintf(ms, sizeof(ms), "%lld", (long long)r->first_ms);
+        redis_commandf(r->w->redis, 0, ignore_reply, NULL, "HSETNX %s f %s", f.key, ms);
+    }
     redis_commandf(r->w->redis, 0, ignore_reply, NULL, "EXPIRE %s %s", f.key, ttl);
     if (r->revoked)
         redis_commandf(r->w->redis, 0, ignore_reply, NULL, "SET %s 1", rv_key);
@@ -598,10 +617,11 @@ static void on_db_first(void *arg, const struct pg_result_info *res)
     struct scan_req *r = arg;
     store_record(r, SERVICE_PG, pg_outcome(res->status));
     if (res->status == PG_OK && PQntuples(res->res) == 1) {
-        r->first_scan = 1;
+        /* Stored time either way; first only for the scan that set it. */
+        r->first_scan = PQgetvalue(res->res, 0, 1)[0] == 't';
         r->first_ms = strtoll(PQgetvalue(res->res, 0, 0), NULL, 10);
     } else if (res->status == PG_OK) {
-        /* Another scan of this tag made the first scan a moment ago. */
+        /* The tag vanished between the lookup and now (it cannot be deleted today). */
         r->first_ms = wall_ms();
     } else {
         r->first_scan = 1;
@@ -634,10 +654,12 @@ static void on_db_lookup(void *arg, const struct pg_result_info *res)
     snprintf(r->factory_id, sizeof(r->factory_id), "%s", PQgetvalue(res->res, 0, 7));
     r->revoked = PQgetvalue(res->res, 0, 3)[0] == 't';
     if (PQgetisnull(res->res, 0, 0)) {
-        const char *params[1] = {r->tag};
-        if (store_allow(r, SERVICE_PG) &&
-            pg_query_prepared(r->w->pg, 0, on_db_first, r, "scan_first", 1, params) == 0)
-            return;
+        const char *params[2] = {r->tag, NULL};
+        if (store_allow(r, SERVICE_PG)) {
+            if (pg_query_prepared(r->w->pg, 0, on_db_first, r, "scan_first", 2, params) == 0)
+                return;
+            store_record(r, SERVICE_PG, BREAKER_FAILURE);
+        }
         r->first_scan = 1;
         r->first_pending = 1;
         r->first_ms = wall_ms();
@@ -881,13 +903,19 @@ static const char sql_lookup[] =
     " b.revoked_at IS NOT NULL, p.id, p.sku, p.name, f.id, f.name"
     " FROM tags t JOIN batches b ON b.id = t.batch_id JOIN products p ON p.id = t.product_id"
     " JOIN factories f ON f.id = t.factory_id WHERE t.tag_id = $1";
+/*
+ * Records a first scan and answers with what is stored: the time (the given one, $2 ms, or
+ * the server's clock when $2 is NULL) and whether this call set it. The row lock makes
+ * concurrent first scans wait for each other, so exactly one sees was_null = true and all
+ * see the same time.
+ */
 static const char sql_first[] =
-    "UPDATE tags SET first_scanned_at = date_trunc('milliseconds', now())"
-    " WHERE tag_id = $1 AND first_scanned_at IS NULL"
-    " RETURNING (extract(epoch FROM first_scanned_at) * 1000)::bigint";
-static const char sql_first_at[] =
-    "UPDATE tags SET first_scanned_at = to_timestamp($2::bigint / 1000.0)"
-    " WHERE tag_id = $1 AND first_scanned_at IS NULL";
+    "WITH old AS (SELECT first_scanned_at FROM tags WHERE tag_id = $1 FOR UPDATE)"
+    " UPDATE tags t SET first_scanned_at = coalesce(old.first_scanned_at,"
+    "   to_timestamp($2::bigint / 1000.0), date_trunc('milliseconds', now()))"
+    " FROM old WHERE t.tag_id = $1"
+    " RETURNING (extract(epoch FROM t.first_scanned_at) * 1000)::bigint,"
+    "   old.first_scanned_at IS NULL";
 
 void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
 {
@@ -905,9 +933,9 @@ void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
     }
     event_add(sw->flush, &every);
     if (w->pg != NULL) {
-        pg_pool_prepare(w->pg, "scan_lookup", sql_lookup, 1);
-        pg_pool_prepare(w->pg, "scan_first", sql_first, 1);
-        pg_pool_prepare(w->pg, "scan_first_at", sql_first_at, 2);
+        if (pg_pool_prepare(w->pg, "scan_lookup", sql_lookup, 1) != 0 ||
+            pg_pool_prepare(w->pg, "scan_first", sql_first, 2) != 0)
+            log_error("cannot register the scan path's prepared statements");
     }
     return sw;
 }
@@ -937,7 +965,7 @@ void scan_worker_free(void *arg)
 static int load_salt(struct scan_service *ss, char *err, size_t errlen)
 {
     const struct config *cfg = ss->cfg;
-    char path[1024];
+    char path[1024], tmp[1100];
     if (cfg->ip_hash_salt != NULL) {
         ss->salt_len = strlen(cfg->ip_hash_salt);
         if (ss->salt_len < 16) {
@@ -951,31 +979,47 @@ static int load_salt(struct scan_service *ss, char *err, size_t errlen)
     }
     snprintf(path, sizeof(path), "%s/ip-hash-salt", cfg->data_dir);
     mkdir(cfg->data_dir, 0700);
-    int fd = open(path, O_RDONLY);
-    if (fd >= 0) {
-        ssize_t n = read(fd, ss->salt, sizeof(ss->salt));
-        close(fd);
-        if (n >= 16) {
+    /*
+     * A new salt is written whole to a private file and linked into place, so the salt file
+     * is never seen half-written and two instances starting together end up with one salt.
+     */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            ssize_t n = read(fd, ss->salt, sizeof(ss->salt));
+            close(fd);
+            if (n < 16) {
+                snprintf(err, errlen,
+                         "TAGPROOF_DATA_DIR: %s holds %zd bytes, not a salt (at least 16); "
+                         "restore it or remove it to start a new one",
+                         path, n);
+                return -1;
+            }
             ss->salt_len = (size_t)n;
             return 0;
         }
-    }
-    if (getrandom(ss->salt, 32, 0) != 32) {
-        snprintf(err, errlen, "cannot generate the IP hash salt");
-        return -1;
-    }
-    ss->salt_len = 32;
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    if (fd < 0 && errno == EEXIST) /* another instance won the race: use its salt */
-        return load_salt(ss, err, errlen);
-    if (fd < 0 || write(fd, ss->salt, 32) != 32) {
-        snprintf(err, errlen, "TAGPROOF_DATA_DIR: cannot write %s: %s", path, strerror(errno));
+        unsigned char fresh[32];
+        if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh)) {
+            snprintf(err, errlen, "cannot generate the IP hash salt");
+            return -1;
+        }
+        snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int ok =
+            fd >= 0 && write(fd, fresh, sizeof(fresh)) == (ssize_t)sizeof(fresh) && fsync(fd) == 0;
         if (fd >= 0)
             close(fd);
-        return -1;
+        int linked = ok && link(tmp, path) == 0;
+        int saved = errno;
+        unlink(tmp);
+        if (!ok || (!linked && saved != EEXIST)) {
+            snprintf(err, errlen, "TAGPROOF_DATA_DIR: cannot write %s: %s", path, strerror(saved));
+            return -1;
+        }
+        /* Linked, or another instance won the race: read whichever salt is in place. */
     }
-    close(fd);
-    return 0;
+    snprintf(err, errlen, "TAGPROOF_DATA_DIR: %s could not be created or read", path);
+    return -1;
 }
 
 static int load_proxies(struct scan_service *ss, char *err, size_t errlen)

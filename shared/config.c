@@ -164,6 +164,39 @@ int config_parse_listen(const char *s, struct config_listen *out)
     return parse_port(colon + 1, &out->port);
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decodes %XX escapes of len bytes at s into a new string; NULL on a bad escape or a NUL. */
+static char *percent_decode(const char *s, size_t len)
+{
+    char *out = malloc(len + 1);
+    size_t o = 0;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '%') {
+            out[o++] = s[i];
+            continue;
+        }
+        int hi = i + 2 < len ? hex_digit(s[i + 1]) : -1;
+        int lo = i + 2 < len ? hex_digit(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            free(out);
+            return NULL;
+        }
+        out[o++] = (char)(hi << 4 | lo);
+        i += 2;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* redis://[[user]:password@]host:port[/db] */
 static int parse_redis_url(const char *s, struct config *cfg, const char **why)
 {
@@ -176,14 +209,21 @@ static int parse_redis_url(const char *s, struct config *cfg, const char **why)
         return -1;
     }
     p += 8;
-    slash = strchr(p, '/');
-    at = strchr(p, '@');
-    if (at != NULL && (slash == NULL || at < slash)) {
+    /* The user-info ends at the last '@' (a password may hold '@' or '/'); it is
+     * percent-decoded, so a password can also be written %40 and the like. */
+    at = strrchr(p, '@');
+    if (at != NULL) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon != NULL && colon + 1 < at)
-            cfg->redis_password = strndup(colon + 1, (size_t)(at - colon - 1));
+        if (colon != NULL && colon + 1 < at) {
+            cfg->redis_password = percent_decode(colon + 1, (size_t)(at - colon - 1));
+            if (cfg->redis_password == NULL) {
+                *why = "has a malformed password (bad percent-encoding)";
+                return -1;
+            }
+        }
         p = at + 1;
     }
+    slash = strchr(p, '/');
     size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
     if (n == 0 || n >= sizeof(hostport)) {
         *why = "needs host:port";

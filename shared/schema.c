@@ -52,7 +52,10 @@ static void chomp(char *s)
 static PGconn *connect_wait(const char *conninfo, int wait_s, char *err, size_t errlen)
 {
     for (int i = 0;; i++) {
-        PGconn *conn = PQconnectdb(conninfo);
+        /* connect_timeout bounds each attempt, also against a host that drops packets. */
+        static const char *const keys[] = {"dbname", "connect_timeout", NULL};
+        const char *const values[] = {conninfo, "5", NULL};
+        PGconn *conn = PQconnectdbParams(keys, values, 1);
         if (PQstatus(conn) == CONNECTION_OK) {
             PQsetNoticeProcessor(conn, NULL, NULL);
             return conn;

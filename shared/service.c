@@ -124,10 +124,18 @@ static void worker_fini(void *ctx)
     struct service_worker *w = ctx;
     if (w == NULL)
         return;
+    /*
+     * The store clients go first: freeing them answers every call still in flight with a
+     * "closed" status, and those callbacks may still use the program's worker state (and fall
+     * back from one store to the other), so that state is freed last. The pointers are
+     * cleared so that a fallback finds the store gone instead of freed.
+     */
+    redis_client_free(w->redis);
+    w->redis = NULL;
+    pg_pool_free(w->pg);
+    w->pg = NULL;
     if (w->svc->def->worker_fini != NULL)
         w->svc->def->worker_fini(w->program);
-    pg_pool_free(w->pg);
-    redis_client_free(w->redis);
     free(w);
 }
 
@@ -293,6 +301,12 @@ static int service_preflight(struct service *svc)
     }
     if (svc->def->deps & SERVICE_PG) {
         int rc = schema_check(svc->cfg.pg_url, SERVICE_SCHEMA_WAIT_S, err, sizeof(err));
+        if (rc == -2 && svc->def->ready_any) {
+            /* A service that can answer from its other store starts without PostgreSQL; the
+             * schema is checked by every program that needs it to write. */
+            log_warn("starting without PostgreSQL: %s", err);
+            rc = 0;
+        }
         if (rc != 0) {
             fprintf(stderr, "%s: %s\n", svc->def->name, err);
             return rc == -1 ? 2 : 1;

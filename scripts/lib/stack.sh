@@ -30,9 +30,18 @@ stack_secret() {
   od -An -N16 -tx1 /dev/urandom | tr -d ' \n'
 }
 
+# stack_pid_alive FILE — the pid in FILE runs, and is the program the file is named after
+# (tagproof-scan.pid, redis.pid): after a reboot a stale file may name an unrelated process.
 stack_pid_alive() {
-  local f=$1
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+  local f=$1 pid name comm
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  case $pid in '' | *[!0-9]*) return 1 ;; esac
+  kill -0 "$pid" 2>/dev/null || return 1
+  name=$(basename "$f" .pid)
+  [ "$name" = redis ] && name=redis-server
+  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+  [ "$comm" = "${name:0:15}" ]
 }
 
 # stack_stop_pid FILE [SECONDS] — SIGTERM, wait, then SIGKILL; removes the pid file.
@@ -40,7 +49,7 @@ stack_stop_pid() {
   local f=$1 wait=${2:-15} pid
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+  if stack_pid_alive "$f"; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 $((wait * 10))); do
       kill -0 "$pid" 2>/dev/null || break
@@ -89,7 +98,7 @@ stack_pg_start() {
   mkdir -p "$dir"
   if "$stack_root/scripts/lib/pgcluster" status "$dir" "$port" 2>/dev/null; then return 0; fi
   stack_port_busy "$port" && stack_die "port $port (PostgreSQL) is already in use by another process"
-  if [ ! -f "$dir/data/PG_VERSION" ]; then
+  if [ ! -f "$dir/.initialized" ]; then
     PGCLUSTER_PASSWORD=$pw "$stack_root/scripts/lib/pgcluster" init "$dir" "$port" ||
       stack_die "PostgreSQL cluster creation failed (see $dir/postgresql.log)"
   else
@@ -112,7 +121,10 @@ stack_pg_migrate() {
 # stack_pg_service_role DIR PORT PASSWORD — the services' login role: a member of
 # tagproof_app (created by the first migration), owner of nothing, no BYPASSRLS.
 stack_pg_service_role() {
-  PGCLUSTER_DB=tagproof "$stack_root/scripts/lib/pgcluster" psql "$1" "$2" -v pw="$3" <<'SQL'
+  # The password travels on standard input, never on a command line others can read.
+  {
+    printf "\\set pw '%s'\n" "$3"
+    cat <<'SQL'
 SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tagproof_svc') AS missing \gset
 \if :missing
 CREATE ROLE tagproof_svc LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
@@ -120,6 +132,7 @@ CREATE ROLE tagproof_svc LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
 ALTER ROLE tagproof_svc PASSWORD :'pw';
 GRANT tagproof_app TO tagproof_svc;
 SQL
+  } | PGCLUSTER_DB=tagproof "$stack_root/scripts/lib/pgcluster" psql "$1" "$2"
 }
 
 # stack_program_start NAME BIN_DIR RUN_DIR LOG_DIR — starts build/bin/NAME in the background

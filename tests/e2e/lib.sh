@@ -67,6 +67,15 @@ e2e_wait_exit() {
   return 124
 }
 
+# e2e_stop NAME PID — SIGTERM, and checks the program exits 0 with no sanitizer report in its log.
+e2e_stop() {
+  local name=$1 pid=$2 rc=0
+  kill -TERM "$pid" 2>/dev/null || true
+  e2e_wait_exit "$pid" 20 || rc=$?
+  check "$name stops cleanly on SIGTERM (exit $rc)" test "$rc" = 0
+  check "$name's log has no sanitizer report" bash -c "! grep -q 'Sanitizer' '$work/$name.log'"
+}
+
 # e2e_done — prints the summary line ctest shows and exits non-zero on any failure.
 e2e_done() {
   echo "$((checks - failures)) passed, $failures failed"

@@ -65,7 +65,7 @@ during=$(awk -v a="$kill_at" -v b="$restart_at" '$3 > a && $3 < b' "$work/stream
 from_db=$(grep -c ' database$' <<<"$during" || true)
 check "…from PostgreSQL during the outage ($from_db answers)" test "$from_db" -gt 5
 slowest=$(awk '{ if ($2 > m) m = $2 } END { printf "%d", m * 1000 }' <<<"$during")
-check "…each within the Redis deadline plus a database call (slowest ${slowest} ms)" test "$slowest" -lt 400
+check "…each within the Redis deadline plus a database call (slowest ${slowest} ms)" test "$slowest" -lt 800
 back_ms=$(awk -v b="$restart_at" '$3 > b && $4 == "cache" { printf "%d", ($3 - b) / 1000000; exit }' "$work/stream.log")
 check "…and from the cache again ${back_ms:-never} ms after Redis returned" test -n "$back_ms"
 [ -n "$back_ms" ] && check "…within seconds" test "$back_ms" -lt 5000
@@ -80,9 +80,9 @@ replayed=$(awk '/^tagproof_scan_events_total\{result="replayed"\}/ { print $2 }'
 check "the event backlogs drained after the outage" bash -c "! grep -q '^tagproof_scan_event_backlog{.*} [1-9]' '$work/metrics'"
 check "…no event was dropped" bash -c "! grep -q 'result=\"dropped\"' '$work/metrics'"
 check "…and the outage's events were replayed (${replayed:-0} >= $from_db)" test "${replayed:-0}" -ge "$from_db"
-check "the Redis breaker opened during the outage" grep -q 'tagproof_breaker_state' "$work/metrics"
-grep -q '"to":"open"' "$work/tagproof-scan.log" && ok "the log says the Redis breaker opened" || not_ok "the log says the Redis breaker opened"
-grep -q '"from":"half_open","to":"closed"' "$work/tagproof-scan.log" && ok "…and closed again through half-open" || not_ok "…and closed again through half-open"
+check "the Redis breaker opened during the outage" grep -q '"dependency":"redis","from":"closed","to":"open"' "$work/tagproof-scan.log"
+check "…and closed again through half-open" grep -q '"dependency":"redis","from":"half_open","to":"closed"' "$work/tagproof-scan.log"
+check "…and /metrics shows it closed" grep -q 'tagproof_breaker_state{dependency="redis"} 0' "$work/metrics"
 
 # --- PostgreSQL stopped with Redis warm ---------------------------------------------------
 for i in $(seq 0 9); do curl -sS -A "$ua" -o /dev/null "$base/v1/scan/${tags[$i]}"; done
@@ -156,6 +156,5 @@ page unknown "/t/$(cat /proc/sys/kernel/random/uuid)" "This code is not register
 psql "$owner_url" -qc "UPDATE batches SET revoked_at = now() WHERE id = '$fixture_batch'"
 page revoked "/t/${tags[24]}" "Recalled product"
 
-kill -TERM "$scan_pid"
-e2e_wait_exit "$scan_pid" 15 || true
+e2e_stop tagproof-scan "$scan_pid"
 e2e_done

@@ -64,6 +64,18 @@ static void test_overrides(void **state)
     assert_string_equal(c.ledger, "ethereum");
     assert_string_equal(c.pg_url, "host=a,b port=1,2 target_session_attrs=read-write");
     config_free(&c);
+
+    /* A password may hold '@' and '/', raw or percent-encoded. */
+    setenv("TAGPROOF_REDIS_URL", "redis://:p@ss/w%3Ard@10.0.0.6:6381/2", 1);
+    assert_int_equal(config_load(&c, err, sizeof(err)), 0);
+    assert_string_equal(c.redis_password, "p@ss/w:rd");
+    assert_string_equal(c.redis_host, "10.0.0.6");
+    assert_int_equal(c.redis_port, 6381);
+    assert_int_equal(c.redis_db, 2);
+    config_free(&c);
+    setenv("TAGPROOF_REDIS_URL", "redis://:bad%4@h:1/0", 1);
+    assert_int_equal(config_load(&c, err, sizeof(err)), -1);
+    assert_null(strstr(err, "bad%4"));
 }
 
 /* Each bad value names its variable; secrets in it are never echoed. */
