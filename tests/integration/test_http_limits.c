@@ -18,21 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 
-/* From tests/support/http_support.c. */
-struct th_resp {
-    int status;
-    char *head;
-    char *body;
-    size_t body_len;
-};
-int th_connect(unsigned port);
-int th_send(int fd, const void *data, size_t len);
-int th_read(int fd, struct th_resp *r, int is_head, int timeout_ms);
-int th_request(unsigned port, const char *raw, struct th_resp *r);
-char *th_header(const struct th_resp *r, const char *name);
-json_t *th_json(const struct th_resp *r);
-void th_resp_free(struct th_resp *r);
-int th_closed_within(int fd, int timeout_ms);
+#include "http_support.h"
 
 #define MAX_BODY 4096
 #define IO_TIMEOUT_MS 2000
