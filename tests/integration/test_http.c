@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -87,6 +88,9 @@ static int setup(void **state)
     char *err = NULL;
     f->log = tmpfile();
     assert_non_null(f->log);
+    /* The logger writes through the same open file the test reads and rewinds: O_APPEND keeps
+     * each line at the end instead of at whatever offset the last rewind left. */
+    assert_int_equal(fcntl(fileno(f->log), F_SETFL, O_APPEND), 0);
     log_init("test", LOG_INFO, fileno(f->log));
     f->metrics = metrics_new();
     struct httpd_config cfg = {.host = "127.0.0.1",
