@@ -31,6 +31,9 @@ export TAGPROOF_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export TAGPROOF_REDIS_TIMEOUT_MS=100
 export TAGPROOF_BREAKER_OPEN_MS=1000
 export TAGPROOF_BREAKER_MIN_CALLS=5
+# A short window: on a slow machine the successes before the outage must not outweigh the
+# failures during it (the breaker needs a 50% failure rate within its window).
+export TAGPROOF_BREAKER_WINDOW_MS=2000
 e2e_start tagproof-scan
 scan_pid=$last_pid
 stack_wait_http "http://$TAGPROOF_SCAN_LISTEN/v1/health" 30
