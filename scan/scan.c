@@ -805,9 +805,11 @@ static void client_ip(struct scan_req *r, char *out, size_t len)
             item++;
         size_t n = strcspn(item, " ");
         item[n] = '\0';
-        if (*item == '\0' || strspn(item, "0123456789abcdefABCDEF.:") != n)
+        /* An address is short and made of hex digits, dots and colons; anything else is not
+         * one, and the peer address stands. */
+        if (n == 0 || n >= len || strspn(item, "0123456789abcdefABCDEF.:") != n)
             return;
-        snprintf(out, len, "%s", item);
+        memcpy(out, item, n + 1);
         if (!trusted_proxy(r->ss, item) || comma == NULL)
             return;
         *comma = '\0';

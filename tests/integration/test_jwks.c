@@ -606,8 +606,9 @@ static void test_no_redirects(void **state)
 
 static void write_file(const char *path, const char *text)
 {
-    char tmp[600];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    char tmp[4200];
+    int n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    assert_true(n > 0 && (size_t)n < sizeof(tmp));
     FILE *f = fopen(tmp, "w");
     assert_non_null(f);
     fputs(text, f);
