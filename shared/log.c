@@ -116,14 +116,15 @@ char *log_redact(const char *s)
         size_t n;
         if (strncasecmp(p, "bearer ", 7) == 0) {
             /* Whatever follows the scheme (once any repeated "Bearer " is passed) up to the
-             * next blank, quote or comma is the credential, whatever it looks like. */
+             * next blank is the credential, whatever it looks like: stopping earlier (at a
+             * quote, say) would let the rest of it through. */
             while (strncasecmp(p, "bearer ", 7) == 0) {
                 PUT(p, 7);
                 p += 7;
                 while (*p == ' ')
                     PUT(p++, 1);
             }
-            n = strcspn(p, " \t\r\n\"',;");
+            n = strcspn(p, " \t\r\n");
             if (n > 0)
                 PUT(mask, sizeof(mask) - 1);
             p += n;

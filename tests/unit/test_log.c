@@ -98,6 +98,7 @@ static void test_redact_strings(void **state)
         {"Authorization: Bearer Bearer s3cr3t-token-123",
          "Authorization: Bearer Bearer [redacted]"},
         {"x bearer password=!hunter2", "x bearer [redacted]"},
+        {"x bearer redis://u:\"\"!hunter2@host:6379/0 y", "x bearer [redacted] y"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *r = log_redact(cases[i].in);
