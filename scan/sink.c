@@ -1007,13 +1007,19 @@ static void batch_ack(struct sink *s)
 
 /* ---- reading and claiming -------------------------------------------------------------- */
 
+/* A reply saying the group or the stream is gone (Redis restarted empty): create it again. */
+static void forget_lost_group(struct sink *s, const redisReply *reply)
+{
+    if (reply_error_has(reply, "NOGROUP") || reply_error_has(reply, "no such key"))
+        s->group_ready = false;
+}
+
 /* A failed Redis step: a lost group is created again, then carry on after a backoff. */
 static void redis_failed(struct sink *s, const char *op, enum redis_status st,
                          const redisReply *reply)
 {
     count_error(s, op);
-    if (reply_error_has(reply, "NOGROUP") || reply_error_has(reply, "no such key"))
-        s->group_ready = false;
+    forget_lost_group(s, reply);
     s->failures++;
     if (noisy(s))
         sink_log(LOG_WARN, s, "Redis command failed",
@@ -1167,8 +1173,7 @@ static void trim_done(struct sink *s, bool ok, const char *why, enum redis_statu
     s->next_trim_ms = mono_ms() + s->trim_interval_ms;
     if (!ok) {
         count_error(s, "trim");
-        if (reply_error_has(reply, "NOGROUP") || reply_error_has(reply, "no such key"))
-            s->group_ready = false;
+        forget_lost_group(s, reply);
         sink_log(LOG_WARN, s, "cannot trim the scan-event stream",
                  json_pack("{s:s,s:s,s:s}", "step", why, "status", redis_status_str(st), "error",
                            reply != NULL && reply->str != NULL ? reply->str : ""));
