@@ -15,6 +15,7 @@ int main(void)
     static const struct service_def def = {
         .name = "tagproof-anchor",
         .deps = SERVICE_PG,
+        .pg_settings = SERVICE_PG_ALL_TENANTS,
         .listen = anchor_listen,
     };
     return service_main(&def);

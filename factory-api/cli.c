@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+
+#include "apikey.h"
 #include "config.h"
 #include "schema.h"
 
@@ -41,6 +44,55 @@ static int cmd_migrate(int argc, char **argv)
            applied, applied == 1 ? "" : "s");
     config_free(&cfg);
     return 0;
+}
+
+/*
+ * tagproof admin-key [NAME]: creates an admin API key directly in the database, as the schema
+ * owner — how the first key of a new installation is made (every later one through the API).
+ * Prints the key, which is shown only this once.
+ */
+static int cmd_admin_key(int argc, char **argv)
+{
+    struct config cfg;
+    struct apikey k;
+    char hash_hex[2 * APIKEY_HASH_LEN + 3] = "\\x";
+    PGconn *conn = NULL;
+    PGresult *res = NULL;
+    int rc = 1;
+
+    if (argc > 2) {
+        fprintf(stderr, "usage: tagproof admin-key [NAME]\n");
+        return 2;
+    }
+    config_load_or_exit(&cfg, "tagproof admin-key");
+    if (apikey_generate(&k) != 0) {
+        fprintf(stderr, "tagproof admin-key: the random generator failed\n");
+        goto out;
+    }
+    for (size_t i = 0; i < APIKEY_HASH_LEN; i++)
+        snprintf(hash_hex + 2 + 2 * i, 3, "%02x", k.hash[i]);
+    conn = PQconnectdb(cfg.pg_migrate_url);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        fprintf(stderr, "tagproof admin-key: cannot connect: %s", PQerrorMessage(conn));
+        goto out;
+    }
+    const char *v[] = {k.id, argc == 2 ? argv[1] : "admin", hash_hex};
+    res = PQexecParams(conn,
+                       "INSERT INTO api_keys (id, role, name, secret_hash)"
+                       " VALUES ($1, 'admin', $2, $3::bytea)",
+                       3, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        fprintf(stderr, "tagproof admin-key: %s", PQerrorMessage(conn));
+        goto out;
+    }
+    printf("%s\n", k.key);
+    rc = 0;
+out:
+    PQclear(res);
+    PQfinish(conn);
+    explicit_bzero(&k, sizeof(k));
+    config_free(&cfg);
+    return rc;
 }
 
 /*
@@ -85,6 +137,7 @@ static const struct command commands[] = {
     {"migrate", "apply database migrations (as TAGPROOF_PG_MIGRATE_URL)", cmd_migrate},
     {"config", "list settings; `config check` validates the environment, `config env` prints them",
      cmd_config},
+    {"admin-key", "create an admin API key as the schema owner and print it", cmd_admin_key},
     {"version", "print the version", cmd_version},
     {"help", "this text", cmd_help},
 };
@@ -95,7 +148,7 @@ static int cmd_help(int argc, char **argv)
     (void)argv;
     printf("usage: tagproof COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        printf("  %-10s %s\n", commands[i].name, commands[i].summary);
+        printf("  %-12s %s\n", commands[i].name, commands[i].summary);
     return 0;
 }
 

@@ -91,7 +91,8 @@ static struct sink_thread *sink_thread_start(struct service *svc)
                                .sentinels = cfg->redis_sentinels,
                                .master_name = cfg->redis_master,
                                .command_timeout_ms = 2000};
-    struct pg_options po = {.conninfo = cfg->pg_url, .pool_size = 2};
+    struct pg_options po = {
+        .conninfo = cfg->pg_url, .pool_size = 2, .settings = SERVICE_PG_ALL_TENANTS};
     st->redis = redis_client_new(st->base, &ro, &why);
     st->pg = pg_pool_new(st->base, &po);
     gethostname(host, sizeof(host) - 1);
@@ -178,6 +179,7 @@ int main(void)
     static const struct service_def def = {
         .name = "tagproof-scan",
         .deps = SERVICE_PG | SERVICE_REDIS,
+        .pg_settings = SERVICE_PG_ALL_TENANTS,
         .ready_any = 1,        /* a scan can be answered from either store */
         .max_body_size = 4096, /* the scan API takes no request bodies */
         .listen = scan_listen,

@@ -39,6 +39,12 @@ struct config {
     char *jwks_url;
     char *jwt_issuer;
     char *jwt_audience;
+    char *jwt_key_file; /* the factory API's own signing key; NULL: <data_dir>/jwt-signing.pem */
+    /* factory API */
+    int upload_max_mb;
+    int rate_limit_per_min;
+    int rate_limit_burst;
+    int auth_fail_per_min;
     /* anchoring */
     char *ledger;
     char *ledger_url;

@@ -1104,8 +1104,11 @@ static void free_list(char **list, int n)
     free(list);
 }
 
-/* Reads what the pool needs from the conninfo: the host lists and the user's options. */
-static int pool_parse_conninfo(struct pg_pool *p)
+/*
+ * Reads what the pool needs from the conninfo: the host lists and the user's options, to which
+ * our statement_timeout and the caller's session settings are appended.
+ */
+static int pool_parse_conninfo(struct pg_pool *p, const char *settings)
 {
     char *err = NULL, st[48] = "";
     const char *user_options = NULL;
@@ -1137,13 +1140,11 @@ static int pool_parse_conninfo(struct pg_pool *p)
     p->nlist = p->nhosts > p->naddrs ? p->nhosts : p->naddrs;
     if (p->statement_timeout_ms > 0)
         snprintf(st, sizeof(st), "-c statement_timeout=%d", p->statement_timeout_ms);
-    if ((user_options != NULL && *user_options != '\0') || st[0] != '\0') {
-        if (asprintf(&p->options, "%s%s%s", user_options != NULL ? user_options : "",
-                     user_options != NULL && *user_options != '\0' && st[0] != '\0' ? " " : "",
-                     st) < 0) {
-            p->options = NULL;
-            goto out;
-        }
+    if (user_options == NULL)
+        user_options = "";
+    if (asprintf(&p->options, "%s %s %s", user_options, st, settings != NULL ? settings : "") < 0) {
+        p->options = NULL;
+        goto out;
     }
     rc = 0;
 out:
@@ -1185,7 +1186,8 @@ struct pg_pool *pg_pool_new(struct event_base *base, const struct pg_options *op
         p->rng = 1;
     p->conninfo = strdup(opt->conninfo);
     p->conninfo_safe = log_redact(opt->conninfo);
-    if (p->conninfo == NULL || p->conninfo_safe == NULL || pool_parse_conninfo(p) != 0)
+    if (p->conninfo == NULL || p->conninfo_safe == NULL ||
+        pool_parse_conninfo(p, opt->settings) != 0)
         goto fail;
     p->conns = calloc((size_t)p->size, sizeof(*p->conns));
     if (p->conns == NULL)

@@ -43,6 +43,12 @@ struct pg_options {
     int queue_max;      /* calls waiting for a connection; beyond it PG_ERR_BUSY; 0 means 1024 */
     int backoff_min_ms; /* reconnect backoff, doubled per failure with jitter; 0 means 50 */
     int backoff_max_ms; /* 0 means 1000 */
+    /*
+     * Session settings every connection starts with, in the form of the "options" parameter
+     * ("-c tagproof.tenant=all"), after the user's own options; NULL for none. They are the
+     * session's defaults, so the reset on release returns to them.
+     */
+    const char *settings;
 };
 
 enum pg_status {

@@ -86,9 +86,11 @@ static void redis_options_from(const struct config *cfg, struct redis_options *o
     o->command_timeout_ms = cfg->redis_timeout_ms;
 }
 
-static void pg_options_from(const struct config *cfg, struct pg_options *o)
+static void pg_options_from(const struct service *svc, struct pg_options *o)
 {
+    const struct config *cfg = &svc->cfg;
     memset(o, 0, sizeof(*o));
+    o->settings = svc->def->pg_settings;
     o->conninfo = cfg->pg_url;
     o->pool_size = cfg->pg_pool_size;
     o->statement_timeout_ms = cfg->pg_timeout_ms;
@@ -111,7 +113,7 @@ static void *worker_init(struct event_base *base, unsigned idx, void *arg)
     }
     if (svc->def->deps & SERVICE_PG) {
         struct pg_options o;
-        pg_options_from(&svc->cfg, &o);
+        pg_options_from(svc, &o);
         w->pg = pg_pool_new(base, &o);
     }
     if (svc->def->worker_init != NULL)

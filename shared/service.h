@@ -21,6 +21,14 @@ struct event_base;
 struct redis_client;
 struct pg_pool;
 
+/*
+ * Row-level security (migrations/0002) shows a session the rows of the tenant named by the
+ * setting tagproof.tenant: a factory id, or "all". The factory API sets it per transaction;
+ * the services that work across tenants (scan, its sink, anchor) start every connection with
+ * this.
+ */
+#define SERVICE_PG_ALL_TENANTS "-c tagproof.tenant=all"
+
 /* The stores a program uses. */
 enum service_dep { SERVICE_PG = 1 << 0, SERVICE_REDIS = 1 << 1 };
 
@@ -35,6 +43,11 @@ struct service_def {
      */
     int ready_any;
     size_t max_body_size; /* 0: the http module's default */
+    /*
+     * Session settings of the program's PostgreSQL connections (pg_options.settings), e.g.
+     * "-c tagproof.tenant=all" for the services that work across tenants; NULL for none.
+     */
+    const char *pg_settings;
     /* The program's listen address within the configuration. */
     const struct config_listen *(*listen)(const struct config *cfg);
     /*

@@ -43,7 +43,7 @@ static void child_main(const struct sks_run *run)
     struct event_base *base = event_base_new();
     struct redis_options ro = {.host = host, .port = port};
     struct redis_client *rc = base != NULL ? redis_client_new(base, &ro, &why) : NULL;
-    struct pg_options po = {.conninfo = pg_url, .pool_size = 2};
+    struct pg_options po = {.conninfo = pg_url, .pool_size = 2, .settings = SERVICE_PG_ALL_TENANTS};
     struct pg_pool *pool = rc != NULL ? pg_pool_new(base, &po) : NULL;
     struct sink_options o = sks_options(run, "crash-a");
     o.batch_max = BATCH;

@@ -15,6 +15,7 @@
 #include "events.h"
 #include "metrics.h"
 #include "pg.h"
+#include "service.h"
 #include "redis.h"
 #include "sink.h"
 
@@ -376,6 +377,7 @@ void sks_sink_start(struct sks_sink *t, const struct sink_options *o, const char
     if (t->redis == NULL)
         fail_msg("redis_client_new: %s", why);
     struct pg_options po = {.conninfo = pg_url,
+                            .settings = SERVICE_PG_ALL_TENANTS,
                             .pool_size = 2,
                             .connect_timeout_ms = 2000,
                             .backoff_min_ms = 20,

@@ -1,0 +1,51 @@
+/*
+ * db: the factory API's way into PostgreSQL — every statement runs inside a transaction that
+ * names its tenant first (SET LOCAL through set_config(..., true)), so row-level security
+ * (migrations/0002) seals each factory's rows even from a query that forgot its filter, and a
+ * pooled connection never carries the previous caller's tenant past COMMIT.
+ */
+#ifndef TAGPROOF_DB_H
+#define TAGPROOF_DB_H
+
+#include <libpq-fe.h>
+
+#include "pg.h"
+
+/* "all" for an admin, or the factory id of a factory role. */
+#define DB_TENANT_ALL "all"
+
+/*
+ * What a tenant query produced: status and message as in pg_result_info; res is the
+ * statement's result (a copy the callee owns; NULL unless PG_OK), valid until the callback
+ * returns.
+ */
+typedef void (*db_result_fn)(void *arg, const struct pg_result_info *r);
+
+/*
+ * Runs one statement (nparams text parameters) in its own transaction as tenant: BEGIN,
+ * the tenant, the statement, COMMIT. cb gets the statement's result once the commit has
+ * succeeded, or the first failure (the transaction is then rolled back). sql and values are
+ * copied. timeout_ms <= 0 takes the pool's default per statement. 0, or -1 (cb never called).
+ */
+int db_tenant_query(struct pg_pool *pool, const char *tenant, int timeout_ms, db_result_fn cb,
+                    void *arg, const char *sql, int nparams, const char *const *values);
+
+/*
+ * A transaction of several steps on one connection (uploads): db_txn_begin acquires a
+ * connection, starts the transaction and names the tenant, then calls cb with the
+ * transaction, or with NULL and the failure. The caller runs statements with
+ * pg_conn_query(db_txn_conn(t), ...) and ends with db_txn_commit or db_txn_rollback, which
+ * release the connection and free t.
+ */
+struct db_txn;
+typedef void (*db_txn_fn)(void *arg, struct db_txn *t, const struct pg_result_info *failure);
+
+int db_txn_begin(struct pg_pool *pool, const char *tenant, int timeout_ms, db_txn_fn cb, void *arg);
+struct pg_conn *db_txn_conn(struct db_txn *t);
+/* Commits; cb gets the COMMIT's outcome. 0, or -1 (t is then rolled back and freed, cb never
+ * called). */
+int db_txn_commit(struct db_txn *t, pg_result_fn cb, void *arg);
+/* Rolls back (the connection's release does it) and frees t. */
+void db_txn_rollback(struct db_txn *t);
+
+#endif

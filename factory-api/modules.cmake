@@ -1,0 +1,5 @@
+# factory-api/: the factory API's own modules (linked into tagproof-factory only).
+tp_module(apikey DIR factory-api LIBS PkgConfig::OPENSSL)
+tp_module(ratelimit DIR factory-api DEPS redis LIBS PkgConfig::OPENSSL)
+tp_module(db DIR factory-api DEPS pg LIBS PkgConfig::LIBPQ)
+tp_module(api DIR factory-api DEPS apikey ratelimit db jwt jwks http log metrics pg redis service uuid LIBS PkgConfig::JANSSON PkgConfig::LIBPQ)

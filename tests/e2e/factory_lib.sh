@@ -1,0 +1,45 @@
+# factory_lib.sh — helpers for end-to-end tests of the factory API. Source it after lib.sh.
+#
+#   factory_up                 starts tagproof-factory (e2e_env first) and waits until ready;
+#                              sets $factory_pid, $FACTORY_URL and $admin_key (a fresh admin
+#                              key made with `tagproof admin-key` as the schema owner)
+#   api METHOD PATH [ARGS...]  one request; the status in $status, the body in $work/body
+#                              (and printed by `body`), response headers in $work/headers.
+#                              ARGS go to curl (-H 'X-Api-Key: ...', --data-binary @file, ...).
+#   body                       the last response body
+#   jq_body FILTER             jq on the last body, raw output
+#
+# FACTORY_URL is where requests go; a test may point it at a proxy (prism) in front of the
+# service, and $FACTORY_DIRECT_URL always names the service itself.
+
+factory_up() {
+  e2e_start tagproof-factory
+  factory_pid=$last_pid
+  FACTORY_DIRECT_URL="http://$TAGPROOF_FACTORY_LISTEN"
+  FACTORY_URL=${FACTORY_URL:-$FACTORY_DIRECT_URL}
+  for _ in $(seq 1 100); do
+    curl -fs "$FACTORY_DIRECT_URL/v1/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  admin_key=$(TAGPROOF_PG_MIGRATE_URL=$TAGPROOF_TEST_PG_OWNER_URL "$bin/tagproof" admin-key e2e)
+}
+
+api() {
+  local method=$1 path=$2
+  shift 2
+  status=$(curl -s -o "$work/body" -D "$work/headers" -w '%{http_code}' -X "$method" \
+    "$@" "$FACTORY_URL$path")
+}
+
+body() {
+  cat "$work/body"
+}
+
+jq_body() {
+  jq -r "$1" "$work/body"
+}
+
+# json_post PATH KEY JSON — POST a JSON body with an API key.
+json_post() {
+  api POST "$1" -H "X-Api-Key: $2" -H 'Content-Type: application/json' --data-binary "$3"
+}
