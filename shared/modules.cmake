@@ -12,3 +12,4 @@ tp_module(service DEPS config log metrics breaker http redis pg schema LIBS PkgC
 tp_module(jwt DEPS uuid LIBS PkgConfig::OPENSSL PkgConfig::JANSSON)
 tp_module(jwks DEPS jwt log LIBS PkgConfig::LIBCURL PkgConfig::LIBEVENT)
 tp_module(csv DEPS uuid)
+tp_module(merkle LIBS PkgConfig::OPENSSL)
