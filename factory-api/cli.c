@@ -9,6 +9,7 @@
 #include <libpq-fe.h>
 
 #include "apikey.h"
+#include "cli_merkle.h"
 #include "config.h"
 #include "schema.h"
 
@@ -138,6 +139,8 @@ static const struct command commands[] = {
     {"config", "list settings; `config check` validates the environment, `config env` prints them",
      cmd_config},
     {"admin-key", "create an admin API key as the schema owner and print it", cmd_admin_key},
+    {"merkle", "RFC 9162 roots, proofs and verification over standard input (`merkle` for usage)",
+     cli_merkle},
     {"version", "print the version", cmd_version},
     {"help", "this text", cmd_help},
 };

@@ -5,6 +5,7 @@ add_executable(tagproof-factory
   ${CMAKE_CURRENT_LIST_DIR}/main.c ${CMAKE_CURRENT_LIST_DIR}/tenants.c ${factory_objects})
 target_include_directories(tagproof-factory PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(tagproof-factory PRIVATE tagproof_lib_all)
-add_executable(tagproof ${CMAKE_CURRENT_LIST_DIR}/cli.c ${factory_objects})
+add_executable(tagproof ${CMAKE_CURRENT_LIST_DIR}/cli.c ${CMAKE_CURRENT_LIST_DIR}/cli_merkle.c
+                        ${factory_objects})
 target_include_directories(tagproof PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(tagproof PRIVATE tagproof_lib_all)
