@@ -3,6 +3,7 @@
  * Every refusal leaves a static reason so that nothing a client sent ends up in a log line.
  */
 #include "jwt.h"
+#include "keyfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -962,16 +963,6 @@ struct jwt_signer {
     json_t *jwk; /* the public JWK, built once */
 };
 
-/* Never prompt on a terminal for a passphrase: an encrypted key file is an error. */
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return -1;
-}
-
 static char *bn_b64u(const BIGNUM *bn, int pad)
 {
     int n = pad > 0 ? pad : BN_num_bytes(bn);
@@ -1048,38 +1039,35 @@ static enum jwt_alg pkey_alg(EVP_PKEY *pkey)
     return JWT_ALG_NONE;
 }
 
-static struct jwt_signer *signer_load(const char *path, char *err, size_t errlen)
+static EVP_PKEY *generate_rsa(void)
 {
-    struct stat st;
+    return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+}
+
+static EVP_PKEY *generate_ec(void)
+{
+    return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+}
+
+struct jwt_signer *jwt_signer_load_or_create(const char *path, enum jwt_alg alg, char *err,
+                                             size_t errlen)
+{
     struct jwt_signer *s = NULL;
-    FILE *fp = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        seterr(err, errlen, "cannot open the signing key %s: %s", path, strerror(errno));
-        goto fail;
+
+    if (alg != JWT_ALG_RS256 && alg != JWT_ALG_ES256) {
+        seterr(err, errlen, "signing algorithm must be RS256 or ES256");
+        return NULL;
     }
-    if (!S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
-        seterr(err, errlen,
-               "the signing key %s must be a regular file that only its owner can read "
-               "(chmod 600)",
-               path);
-        goto fail;
-    }
-    fp = fdopen(fd, "r");
-    if (fp == NULL) {
-        seterr(err, errlen, "cannot read the signing key %s: %s", path, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
     s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        goto fail;
-    s->pkey = PEM_read_PrivateKey(fp, NULL, no_passphrase, NULL);
-    ERR_clear_error();
-    if (s->pkey == NULL) {
-        seterr(err, errlen, "the signing key %s is not an unencrypted PEM private key", path);
-        goto fail;
+    if (s == NULL) {
+        seterr(err, errlen, "out of memory");
+        return NULL;
     }
+    s->pkey = keyfile_load_or_create(path, alg == JWT_ALG_ES256 ? generate_ec : generate_rsa, err,
+                                     errlen);
+    if (s->pkey == NULL)
+        goto fail;
+    /* An existing file decides the algorithm itself. */
     s->alg = pkey_alg(s->pkey);
     if (s->alg == JWT_ALG_NONE) {
         seterr(err, errlen, "the signing key %s is neither RSA of 2048 bits or more nor P-256",
@@ -1090,87 +1078,10 @@ static struct jwt_signer *signer_load(const char *path, char *err, size_t errlen
         seterr(err, errlen, "cannot export the public part of the signing key %s", path);
         goto fail;
     }
-    fclose(fp);
     return s;
 fail:
-    if (fp != NULL)
-        fclose(fp);
-    if (fd >= 0)
-        close(fd);
     jwt_signer_free(s);
     return NULL;
-}
-
-/*
- * Writes a new key to a temporary file in the same directory and links it into place, which
- * fails if the name exists: a concurrent creator's key then wins and is loaded instead.
- */
-static int signer_create(const char *path, enum jwt_alg alg, char *err, size_t errlen)
-{
-    int rc = -1, fd = -1;
-    FILE *fp = NULL;
-    char *tmp = NULL;
-    EVP_PKEY *pkey = alg == JWT_ALG_ES256 ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")
-                                          : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-    if (pkey == NULL) {
-        seterr(err, errlen, "cannot generate a signing key");
-        goto done;
-    }
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
-        tmp = NULL;
-        goto done;
-    }
-    fd = mkstemp(tmp); /* mode 0600 */
-    if (fd < 0) {
-        seterr(err, errlen, "cannot create the signing key %s: %s", path, strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto done;
-    }
-    fp = fdopen(fd, "w");
-    if (fp == NULL)
-        goto done;
-    fd = -1;
-    if (PEM_write_PrivateKey(fp, pkey, NULL, NULL, 0, NULL, NULL) != 1 || fflush(fp) != 0 ||
-        fsync(fileno(fp)) != 0) {
-        seterr(err, errlen, "cannot write the signing key %s", path);
-        goto done;
-    }
-    if (link(tmp, path) != 0 && errno != EEXIST) {
-        seterr(err, errlen, "cannot create the signing key %s: %s", path, strerror(errno));
-        goto done;
-    }
-    rc = 0;
-done:
-    ERR_clear_error();
-    if (fp != NULL)
-        fclose(fp);
-    if (fd >= 0)
-        close(fd);
-    if (tmp != NULL)
-        unlink(tmp);
-    free(tmp);
-    EVP_PKEY_free(pkey);
-    return rc;
-}
-
-struct jwt_signer *jwt_signer_load_or_create(const char *path, enum jwt_alg alg, char *err,
-                                             size_t errlen)
-{
-    if (alg != JWT_ALG_RS256 && alg != JWT_ALG_ES256) {
-        seterr(err, errlen, "signing algorithm must be RS256 or ES256");
-        return NULL;
-    }
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        if (errno != ENOENT) {
-            seterr(err, errlen, "cannot read the signing key %s: %s", path, strerror(errno));
-            return NULL;
-        }
-        if (signer_create(path, alg, err, errlen) != 0)
-            return NULL;
-    }
-    return signer_load(path, err, errlen);
 }
 
 void jwt_signer_free(struct jwt_signer *s)
