@@ -215,6 +215,7 @@ expect 201 "an admin creates a batch for any factory's product"
 ba2=$(jq_body .id)
 check "…in the product's factory" jq -e --arg f "$fa" '.factory_id == $f' "$work/body"
 for i in 3 4 5; do as "$ua" POST /v1/batches "{\"product_id\":\"$pa\",\"code\":\"LOT-$i\"}"; done
+ba5=$(jq_body .id)
 walk "$ua" /v1/batches 2
 check "5 batches over pages of 2 take 3 pages (got $pages)" bash -c "[ $pages = 3 ] && [ \$(jq -r .id '$work/all' | sort -u | wc -l) = 5 ]"
 check "…none of them B's" bash -c "! grep -q '$bb' '$work/all'"
@@ -222,8 +223,11 @@ walk "$admin_key" "/v1/batches?product_id=$pb" 10
 check "?product_id= lists that product's batches" bash -c "[ \$(wc -l <'$work/all') = 1 ] && grep -q '$bb' '$work/all'"
 as "$va" GET "/v1/batches/$ba"
 expect 200 "a viewer reads its factory's batch"
-check "…with its product, recall state and tag count" jq -e --arg p "$pa" \
-  '.product.id == $p and .product.sku == "A-1" and .revoked_at == null and .tag_count == 0' "$work/body"
+check "…with its product and recall state" jq -e --arg p "$pa" \
+  '.product.id == $p and .product.sku == "A-1" and .revoked_at == null' "$work/body"
+as "$va" GET "/v1/batches/$ba/stats"
+expect 200 "a viewer reads its batch's statistics"
+check "…all zero before any tag" jq -e '.tags == 0 and .scanned_tags == 0 and .scans == 0 and .suspicious_scans == 0 and (.scans_per_day | length) == 30' "$work/body"
 as "$ua" GET "/v1/batches/$(uuid)"
 expect 404 "a batch that does not exist"
 as "$ua" GET "/v1/batches/x"
@@ -277,8 +281,8 @@ as "$ua" GET "/v1/tags/$(uuid)"
 expect 404 "a tag that is not registered"
 as "$ua" GET "/v1/tags/${ta[0]:0:35}"
 expect 400 "a tag id that is not a UUID"
-as "$ua" GET "/v1/batches/$ba"
-check "the batch counts its 5 tags" jq -e '.tag_count == 5' "$work/body"
+as "$ua" GET "/v1/batches/$ba/stats"
+check "the batch statistics count its 5 tags" jq -e '.tags == 5 and .scanned_tags == 0' "$work/body"
 
 # --- A never reaches B ---------------------------------------------------------------------------
 for key in "$ua" "$va"; do
@@ -379,6 +383,19 @@ as "$ub" GET "/v1/batches/$bb/stats"
 check "B's statistics count its revoked scans" bash -c "for i in \$(seq 1 50); do curl -s -H 'X-Api-Key: $ub' '$FACTORY_URL/v1/batches/$bb/stats' | jq -e '.revoked_scans >= 2 and .scans >= 4' >/dev/null && exit 0; sleep 0.2; done; exit 1"
 as "$ua" GET "/v1/batches/$ba"
 check "A's batch is not recalled" jq -e '.revoked_at == null' "$work/body"
+
+# Ten recalls of one batch at once: one of them recalls it, all report the same time.
+racers=()
+for i in $(seq 1 10); do
+  curl -s -o "$work/recall-$i" -w '%{http_code}' -X POST -H "X-Api-Key: $ua" \
+    "$FACTORY_URL/v1/batches/$ba5/revoke" >"$work/recall-code-$i" &
+  racers+=($!)
+done
+wait "${racers[@]}"
+check "ten concurrent recalls all answer 200" bash -c "[ \"\$(cat '$work'/recall-code-* | tr -d '\n')\" = \"\$(printf '200%.0s' \$(seq 1 10))\" ]"
+check "…exactly one of them is the first" test "$(cat "$work"/recall-[0-9]* | jq -s '[.[] | select(.recall.first)] | length')" = 1
+check "…all with the same recall time" test "$(cat "$work"/recall-[0-9]* | jq -r .revoked_at | sort -u | wc -l)" = 1
+check "…and one revocation leaf" test "$(owner_sql -c "SELECT count(*) FROM log_entries WHERE kind = 'revoke' AND batch_id = '$ba5'")" = 1
 
 # --- the reconciler ------------------------------------------------------------------------------
 rcli DEL "tp:rv:$bb" >/dev/null
