@@ -30,7 +30,8 @@
 
 #define RECALL_METRIC "tagproof_recall_marks_total"
 #define RECALL_METRIC_HELP                                                                         \
-    "Recalled batches marked in Redis for the scan path, by who wrote the mark and the outcome"
+    "Recall marks written to Redis for the scan path: a recall's SET or a reconciler round, by "   \
+    "writer and outcome"
 
 /* --- input ------------------------------------------------------------------------------------ */
 
