@@ -11,9 +11,20 @@
 
 struct httpd;
 struct factory_app;
+struct service_worker;
 
 /* factories, API keys, tokens, the public keys (tenants.c) */
 int tenants_register(struct httpd *h, struct factory_app *app);
+
+/* products, batches, tags, batch statistics and recalls (catalog.c) */
+int catalog_register(struct httpd *h, struct factory_app *app);
+
+/*
+ * The worker state of catalog.c: on worker 0, the timer of the recall reconciler, which
+ * re-marks recalled batches in Redis; NULL on the other workers. For service_def.
+ */
+void *catalog_worker_init(struct service_worker *w);
+void catalog_worker_fini(void *program_worker);
 
 /*
  * The SQL of a list page (SPEC §6: {"items": [...], "next_cursor": ...}): rows of from

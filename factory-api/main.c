@@ -24,7 +24,7 @@ static int factory_setup(struct service *svc)
         return -1;
     }
     service_set_state(svc, app);
-    if (tenants_register(h, app) != 0) {
+    if (tenants_register(h, app) != 0 || catalog_register(h, app) != 0) {
         log_error("cannot register the factory API's routes");
         return -1;
     }
@@ -47,6 +47,8 @@ int main(void)
         .deps = SERVICE_PG | SERVICE_REDIS,
         .listen = factory_listen,
         .setup = factory_setup,
+        .worker_init = catalog_worker_init,
+        .worker_fini = catalog_worker_fini,
         .teardown = factory_teardown,
     };
     return service_main(&def);
