@@ -26,6 +26,10 @@ int catalog_register(struct httpd *h, struct factory_app *app);
 void *catalog_worker_init(struct service_worker *w);
 void catalog_worker_fini(void *program_worker);
 
+/* proof bundles and their verification, the log's checkpoint, key and consistency, anchors
+ * (proofs.c) */
+int proofs_register(struct httpd *h, struct factory_app *app);
+
 /*
  * The SQL of a list page (SPEC §6: {"items": [...], "next_cursor": ...}): rows of from
  * (a table or subquery, aliased t in object) that pass filter, as the JSON expression

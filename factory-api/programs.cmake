@@ -10,3 +10,4 @@ add_executable(tagproof ${CMAKE_CURRENT_LIST_DIR}/cli.c ${CMAKE_CURRENT_LIST_DIR
                         ${factory_objects})
 target_include_directories(tagproof PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(tagproof PRIVATE tagproof_lib_all)
+target_sources(tagproof-factory PRIVATE ${CMAKE_CURRENT_LIST_DIR}/proofs.c)
