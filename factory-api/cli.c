@@ -10,6 +10,7 @@
 
 #include "apikey.h"
 #include "cli_merkle.h"
+#include "cli_verify.h"
 #include "config.h"
 #include "schema.h"
 
@@ -141,6 +142,8 @@ static const struct command commands[] = {
     {"admin-key", "create an admin API key as the schema owner and print it", cmd_admin_key},
     {"merkle", "RFC 9162 roots, proofs and verification over standard input (`merkle` for usage)",
      cli_merkle},
+    {"verify", "check a proof bundle: `verify BUNDLE.json --key VKEY [--ledger-url URL]`",
+     cli_verify},
     {"version", "print the version", cmd_version},
     {"help", "this text", cmd_help},
 };

@@ -11,3 +11,4 @@ add_executable(tagproof ${CMAKE_CURRENT_LIST_DIR}/cli.c ${CMAKE_CURRENT_LIST_DIR
 target_include_directories(tagproof PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(tagproof PRIVATE tagproof_lib_all)
 target_sources(tagproof-factory PRIVATE ${CMAKE_CURRENT_LIST_DIR}/proofs.c)
+target_sources(tagproof PRIVATE ${CMAKE_CURRENT_LIST_DIR}/cli_verify.c)
