@@ -13,3 +13,9 @@ if(TARGET test_page)
            COMMAND bash ${CMAKE_SOURCE_DIR}/tests/browser/check_states.sh $<TARGET_FILE:test_page>)
   set_tests_properties(browser_page_states PROPERTIES LABELS browser TIMEOUT 300)
 endif()
+
+# tagproof-mklog (tests/verifier/mklog.c): a signed Merkle log built in a test database as the
+# anchor service would build it, for the proof tests and scripts/bench/proofs.
+add_executable(tagproof-mklog ${CMAKE_SOURCE_DIR}/tests/verifier/mklog.c)
+target_link_libraries(tagproof-mklog PRIVATE tagproof_lib_all)
+set_target_properties(tagproof-mklog PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
