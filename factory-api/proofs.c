@@ -30,11 +30,11 @@
 #include "service.h"
 
 /*
- * The bundle cache. tp:log:size holds the newest checkpoint size a fetch has seen, for a
- * short while, so that a warm fetch knows which tp:proof:{tag}:{size} to read without asking
- * PostgreSQL; a new checkpoint is served at most that long after it was signed (the bundle
- * of the previous one is a valid proof meanwhile). A bundle whose anchor is still in flight
- * is kept briefly, so that its anchor block catches up with the log.
+ * The bundle cache. tp:log:size holds the newest checkpoint size for a short while: a warm
+ * fetch reads it, then tp:proof:{tag}:{size}; once it has expired, one indexed read of the
+ * newest size renews it. So a new checkpoint is served at most that long after it was signed
+ * (the previous one's bundle is a valid proof meanwhile). A bundle whose anchor is still in
+ * flight is kept briefly, so that its anchor block catches up with the log.
  */
 #define CACHE_SIZE_KEY "tp:log:size"
 #define CACHE_SIZE_TTL_MS 2000
@@ -97,7 +97,7 @@ static int col_u64(const PGresult *res, int row, int col, uint64_t *out)
 /* The plan's nodes as the two array parameters of sql_nodes. Caller frees both. */
 static int plan_arrays(const struct proof_nodes *nodes, char **levels, char **idxs)
 {
-    size_t cap = 2 + nodes->n * 21;
+    size_t cap = 3 + nodes->n * 22; /* "{", a number and a comma each, "}", NUL */
     char *l = malloc(cap), *x = malloc(cap);
     size_t lo = 0, xo = 0;
 
@@ -460,25 +460,60 @@ static void fetch_cached_bundle(void *arg, enum redis_status st, const redisRepl
     fetch_free(f);
 }
 
-static void fetch_cached_size(void *arg, enum redis_status st, const redisReply *reply)
+/* Asks Redis for the bundle of the tag at the checkpoint of size. */
+static void fetch_cached_at(struct fetch *f, uint64_t size)
 {
-    struct fetch *f = arg;
     struct redis_client *rc = service_worker(f->req)->redis;
     const struct config *cfg = service_config(service_worker(f->req)->svc);
-    uint64_t size;
     char key[96];
 
-    if (st != REDIS_STATUS_OK || reply->type != REDIS_REPLY_STRING ||
-        parse_u63(reply->str, &size) != 0) {
-        metric_inc(cache_metric(f->req), st == REDIS_STATUS_OK ? "miss" : "error");
-        fetch_from_db(f);
-        return;
-    }
     snprintf(key, sizeof(key), "tp:proof:%s:%" PRIu64, f->tag, size);
-    if (redis_commandf(rc, cfg->redis_timeout_ms, fetch_cached_bundle, f, "GET %s", key) != 0) {
+    if (rc == NULL ||
+        redis_commandf(rc, cfg->redis_timeout_ms, fetch_cached_bundle, f, "GET %s", key) != 0) {
         metric_inc(cache_metric(f->req), "error");
         fetch_from_db(f);
     }
+}
+
+/*
+ * Nobody has noted the newest size lately: one indexed read of it, noted for the next
+ * fetches, then the cache. A bundle query costs several round trips and the proof's nodes;
+ * this costs one.
+ */
+static void fetch_newest_size(void *arg, const struct pg_result_info *r)
+{
+    struct fetch *f = arg;
+    struct redis_client *rc = service_worker(f->req)->redis;
+    uint64_t size;
+
+    if (r->status != PG_OK || PQntuples(r->res) != 1 || col_u64(r->res, 0, 0, &size) != 0) {
+        /* No checkpoint yet, or PostgreSQL is in trouble: the bundle query says which. */
+        metric_inc(cache_metric(f->req), "miss");
+        fetch_from_db(f);
+        return;
+    }
+    if (rc != NULL)
+        redis_commandf(rc, 0, ignore_reply, NULL, "SET %s %" PRIu64 " PX %d", CACHE_SIZE_KEY, size,
+                       CACHE_SIZE_TTL_MS);
+    fetch_cached_at(f, size);
+}
+
+static void fetch_cached_size(void *arg, enum redis_status st, const redisReply *reply)
+{
+    struct fetch *f = arg;
+    uint64_t size;
+
+    if (st == REDIS_STATUS_OK && reply->type == REDIS_REPLY_STRING &&
+        parse_u63(reply->str, &size) == 0) {
+        fetch_cached_at(f, size);
+        return;
+    }
+    if (st == REDIS_STATUS_OK && reply->type == REDIS_REPLY_NIL &&
+        pg_query(service_worker(f->req)->pg, 0, fetch_newest_size, f,
+                 "SELECT size FROM checkpoints ORDER BY size DESC LIMIT 1", 0, NULL) == 0)
+        return;
+    metric_inc(cache_metric(f->req), "error");
+    fetch_from_db(f);
 }
 
 static void proof_get(struct http_req *req, const struct principal *p)
