@@ -48,6 +48,13 @@
     "(SELECT string_agg(k.vkey, E'\\n' ORDER BY k.last_used_at DESC, k.vkey) FROM"                 \
     " (SELECT vkey, last_used_at FROM log_keys ORDER BY last_used_at DESC LIMIT 8) k)"
 
+/*
+ * Statements prepared on every connection of a worker's pool the first time they run: the
+ * proof path's two, run on every cold fetch, are planned once per connection.
+ */
+#define STMT_PROOF "tagproof_proof_entry"
+#define STMT_NODES "tagproof_proof_nodes"
+
 /* The stored subtrees of a plan: $1 levels and $2 indices, as arrays. */
 static const char sql_nodes[] =
     "SELECT n.level, n.idx, encode(n.hash, 'hex') FROM merkle_nodes n"
@@ -143,7 +150,10 @@ static int plan_fetch(struct http_req *req, const struct proof_nodes *nodes, pg_
     if (plan_arrays(nodes, &levels, &idxs) != 0)
         return -1;
     const char *v[] = {levels, idxs};
-    rc = pg_query(service_worker(req)->pg, 0, cb, arg, sql_nodes, 2, v);
+    struct pg_pool *pool = service_worker(req)->pg;
+    rc = pg_pool_prepare(pool, STMT_NODES, sql_nodes, 2) == 0
+             ? pg_query_prepared(pool, 0, cb, arg, STMT_NODES, 2, v)
+             : -1;
     free(levels);
     free(idxs);
     return rc;
@@ -209,12 +219,15 @@ struct fetch {
     char factory[UUID_STR_LEN + 1];
     char size_hint[24];
     struct merkle_hasher *h;
+    struct db_txn *txn; /* while the bundle's rows are read */
     struct proof_bundle b;
     struct proof_nodes nodes;
 };
 
 static void fetch_free(struct fetch *f)
 {
+    if (f->txn != NULL)
+        db_txn_rollback(f->txn);
     merkle_hasher_free(f->h);
     free(f->b.record);
     free(f->b.note);
@@ -423,56 +436,89 @@ static void fetch_entry(void *arg, const struct pg_result_info *r)
         goto done;
     }
     free(keys);
-    return; /* fetch_nodes answers */
+    /* The rows are read: the transaction goes (see fetch_begun); fetch_nodes answers. */
+    db_txn_rollback(f->txn);
+    f->txn = NULL;
+    return;
 done:
     free(keys);
     fetch_free(f);
 }
 
-static void fetch_from_db(struct fetch *f)
+/*
+ * The tenant-scoped read of the bundle's rows: a transaction that names the caller's tenant
+ * (db.c), the prepared statement, and then the transaction is let go at once — a read needs
+ * no COMMIT, and its ROLLBACK travels with the connection's reset while the subtree hashes
+ * are fetched on another connection.
+ */
+static void fetch_begun(void *arg, struct db_txn *t, const struct pg_result_info *failure)
 {
+    struct fetch *f = arg;
     const char *v[] = {f->tag, own_factory(&f->who)};
-    if (db_tenant_query(service_worker(f->req)->pg, api_tenant(&f->who), 0, fetch_entry, f,
-                        sql_proof, 2, v) != 0) {
+
+    if (t == NULL) {
+        api_reply_db_error(f->req, failure);
+        fetch_free(f);
+        return;
+    }
+    f->txn = t;
+    if (pg_conn_query_prepared(db_txn_conn(t), 0, fetch_entry, f, STMT_PROOF, 2, v) != 0) {
+        f->txn = NULL;
+        db_txn_rollback(t);
         http_reply_problem(f->req, 503, NULL, NULL, "cannot reach the database", NULL);
         fetch_free(f);
     }
 }
 
-static void fetch_cached_bundle(void *arg, enum redis_status st, const redisReply *reply)
+static void fetch_from_db(struct fetch *f)
 {
-    struct fetch *f = arg;
-    const char *nl;
+    struct pg_pool *pool = service_worker(f->req)->pg;
 
-    if (st != REDIS_STATUS_OK || reply->type != REDIS_REPLY_STRING ||
-        (nl = memchr(reply->str, '\n', reply->len)) == NULL || nl - reply->str != UUID_STR_LEN) {
-        metric_inc(cache_metric(f->req), st == REDIS_STATUS_OK ? "miss" : "error");
+    if (pg_pool_prepare(pool, STMT_PROOF, sql_proof, 2) != 0 ||
+        db_txn_begin(pool, api_tenant(&f->who), 0, fetch_begun, f) != 0) {
+        http_reply_problem(f->req, 503, NULL, NULL, "cannot reach the database", NULL);
+        fetch_free(f);
+    }
+}
+
+/*
+ * One round trip to Redis: the newest size noted, and the bundle of the tag at that size.
+ * Answers nil (no size noted), the size alone (no bundle), or both.
+ */
+static const char cache_lookup_lua[] = "local s = redis.call('GET', KEYS[1]) "
+                                       "if not s then return false end "
+                                       "local b = redis.call('GET', KEYS[2] .. s) "
+                                       "if not b then return s end "
+                                       "return {s, b}";
+
+static void fetch_serve_cached(struct fetch *f, const char *value, size_t len)
+{
+    const char *nl = memchr(value, '\n', len);
+
+    if (nl == NULL || nl - value != UUID_STR_LEN) {
+        metric_inc(cache_metric(f->req), "error");
         fetch_from_db(f);
         return;
     }
     metric_inc(cache_metric(f->req), "hit");
     /* The cached bundle names its tag's factory: another tenant's tag is not found. */
-    if (f->who.role != JWT_ROLE_ADMIN && memcmp(reply->str, f->who.factory_id, UUID_STR_LEN) != 0)
+    if (f->who.role != JWT_ROLE_ADMIN && memcmp(value, f->who.factory_id, UUID_STR_LEN) != 0)
         http_reply_problem(f->req, 404, NULL, NULL, "no such tag", NULL);
     else
-        http_reply(f->req, 200, "application/json", nl + 1,
-                   reply->len - (size_t)(nl + 1 - reply->str));
+        http_reply(f->req, 200, "application/json", nl + 1, len - (size_t)(nl + 1 - value));
     fetch_free(f);
 }
 
-/* Asks Redis for the bundle of the tag at the checkpoint of size. */
-static void fetch_cached_at(struct fetch *f, uint64_t size)
+static void fetch_cached_bundle(void *arg, enum redis_status st, const redisReply *reply)
 {
-    struct redis_client *rc = service_worker(f->req)->redis;
-    const struct config *cfg = service_config(service_worker(f->req)->svc);
-    char key[96];
+    struct fetch *f = arg;
 
-    snprintf(key, sizeof(key), "tp:proof:%s:%" PRIu64, f->tag, size);
-    if (rc == NULL ||
-        redis_commandf(rc, cfg->redis_timeout_ms, fetch_cached_bundle, f, "GET %s", key) != 0) {
-        metric_inc(cache_metric(f->req), "error");
+    if (st != REDIS_STATUS_OK || reply->type != REDIS_REPLY_STRING) {
+        metric_inc(cache_metric(f->req), st == REDIS_STATUS_OK ? "miss" : "error");
         fetch_from_db(f);
+        return;
     }
+    fetch_serve_cached(f, reply->str, reply->len);
 }
 
 /*
@@ -484,7 +530,9 @@ static void fetch_newest_size(void *arg, const struct pg_result_info *r)
 {
     struct fetch *f = arg;
     struct redis_client *rc = service_worker(f->req)->redis;
+    const struct config *cfg = service_config(service_worker(f->req)->svc);
     uint64_t size;
+    char key[96];
 
     if (r->status != PG_OK || PQntuples(r->res) != 1 || col_u64(r->res, 0, 0, &size) != 0) {
         /* No checkpoint yet, or PostgreSQL is in trouble: the bundle query says which. */
@@ -492,20 +540,30 @@ static void fetch_newest_size(void *arg, const struct pg_result_info *r)
         fetch_from_db(f);
         return;
     }
-    if (rc != NULL)
+    snprintf(key, sizeof(key), "tp:proof:%s:%" PRIu64, f->tag, size);
+    if (rc == NULL ||
         redis_commandf(rc, 0, ignore_reply, NULL, "SET %s %" PRIu64 " PX %d", CACHE_SIZE_KEY, size,
-                       CACHE_SIZE_TTL_MS);
-    fetch_cached_at(f, size);
+                       CACHE_SIZE_TTL_MS) != 0 ||
+        redis_commandf(rc, cfg->redis_timeout_ms, fetch_cached_bundle, f, "GET %s", key) != 0) {
+        metric_inc(cache_metric(f->req), "error");
+        fetch_from_db(f);
+    }
 }
 
-static void fetch_cached_size(void *arg, enum redis_status st, const redisReply *reply)
+static void fetch_cached(void *arg, enum redis_status st, const redisReply *reply)
 {
     struct fetch *f = arg;
     uint64_t size;
 
+    if (st == REDIS_STATUS_OK && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[1]->type == REDIS_REPLY_STRING) {
+        fetch_serve_cached(f, reply->element[1]->str, reply->element[1]->len);
+        return;
+    }
     if (st == REDIS_STATUS_OK && reply->type == REDIS_REPLY_STRING &&
         parse_u63(reply->str, &size) == 0) {
-        fetch_cached_at(f, size);
+        metric_inc(cache_metric(f->req), "miss");
+        fetch_from_db(f);
         return;
     }
     if (st == REDIS_STATUS_OK && reply->type == REDIS_REPLY_NIL &&
@@ -521,7 +579,7 @@ static void proof_get(struct http_req *req, const struct principal *p)
     struct redis_client *rc = service_worker(req)->redis;
     const struct config *cfg = service_config(service_worker(req)->svc);
     struct fetch *f = NULL;
-    char tag[UUID_STR_LEN + 1];
+    char tag[UUID_STR_LEN + 1], prefix[64];
 
     if (api_param_uuid(req, 0, tag) != 0)
         return;
@@ -534,9 +592,10 @@ static void proof_get(struct http_req *req, const struct principal *p)
     f->req = req;
     f->who = *p;
     memcpy(f->tag, tag, sizeof(tag));
+    snprintf(prefix, sizeof(prefix), "tp:proof:%s:", tag);
     if (rc == NULL || !redis_connected(rc) ||
-        redis_commandf(rc, cfg->redis_timeout_ms, fetch_cached_size, f, "GET %s", CACHE_SIZE_KEY) !=
-            0) {
+        redis_commandf(rc, cfg->redis_timeout_ms, fetch_cached, f, "EVAL %s 2 %s %s",
+                       cache_lookup_lua, CACHE_SIZE_KEY, prefix) != 0) {
         metric_inc(cache_metric(req), "error");
         fetch_from_db(f);
     }
