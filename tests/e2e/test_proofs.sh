@@ -131,20 +131,13 @@ check "…in SPEC §7's shape" jq -e --arg t "$tag" --argjson i "$tag_index" --a
   "$work/bundle1.json"
 check "…compact: not one byte that a change would not matter in" \
   bash -c "! grep -q '[[:space:]]\$' '$work/bundle1.json' && [ \$(wc -l <'$work/bundle1.json') = 0 ]"
-if verify_cli "$work/bundle1.json" --key "$vkey" --ledger-url "$ledger_url"; then
-  ok "tagproof verify accepts it, ledger included"
-else not_ok "tagproof verify refuses it: $(cat "$work/verify.out")"; fi
-check "…printing each check" test "$(grep -cE '^ok +(record|leaf_hash|inclusion|checkpoint_signature|checkpoint_body|log_key|ledger) ' "$work/verify.out")" = 7
-if verify_py "$work/bundle1.json" --key "$vkey" --ledger-url "$ledger_url"; then
-  ok "the independent Python verifier accepts it, ledger included"
-else not_ok "the Python verifier refuses it: $(cat "$work/verify.out")"; fi
+# Both verifiers, ledger included, and any one changed byte refused by both.
+while read -r line; do
+  case $line in ok*) ok "${line#ok - }" ;; *) not_ok "${line#not ok - }" ;; esac
+done < <("$verifier/check_bundle.sh" "$work/bundle1.json" "$vkey" "$bin/tagproof" "$ledger_url")
+verify_cli "$work/bundle1.json" --key "$vkey" --ledger-url "$ledger_url" || true
+check "tagproof verify prints each check" test "$(grep -cE '^ok +(record|leaf_hash|inclusion|checkpoint_signature|checkpoint_body|log_key|ledger) ' "$work/verify.out")" = 7
 check "tagproof verify with the key from a file (@FILE)" bash -c "echo '$vkey' >'$work/vkey' && '$bin/tagproof' verify '$work/bundle1.json' --key @'$work/vkey' >/dev/null"
-
-# Any one changed byte: refused by both (every position for Python, every 5th for the CLI).
-if python3 "$verifier/tamper.py" "$work/bundle1.json" --key "$vkey" --ledger-url "$ledger_url" \
-  --cli "$bin/tagproof" --cli-every 5 >"$work/tamper.out" 2>&1; then
-  ok "any changed byte is refused by both verifiers: $(head -1 "$work/tamper.out")"
-else not_ok "a changed bundle was accepted: $(head -5 "$work/tamper.out")"; fi
 
 # --- the CLI's refusals -----------------------------------------------------------------------
 other_key=$(python3 -c '
