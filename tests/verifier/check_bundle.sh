@@ -5,7 +5,7 @@
 #   2. the independent verifier (verify_bundle.py: RFC 9162 and Ed25519 notes in Python)
 #      accepts it, ledger included when a URL is given;
 #   3. any one changed byte is refused by both (tamper.py: every position for Python, every
-#      5th for the CLI).
+#      CHECK_BUNDLE_CLI_EVERY-th (5) for the CLI, a process each).
 # Prints one "ok - …" or "not ok - …" line per step (the e2e tests' format) and exits 1 if
 # any failed.
 set -uo pipefail
@@ -33,5 +33,5 @@ step "tagproof verify accepts the bundle${url:+, ledger included}" "$cli" verify
 step "the independent Python verifier accepts it${url:+, ledger included}" \
   python3 "$here/verify_bundle.py" "$bundle" --key "$vkey" "${ledger[@]}"
 step "any changed byte is refused by both verifiers: " \
-  python3 "$here/tamper.py" "$bundle" --key "$vkey" --cli "$cli" "${ledger[@]}" --cli-every 5
+  python3 "$here/tamper.py" "$bundle" --key "$vkey" --cli "$cli" "${ledger[@]}" --cli-every "${CHECK_BUNDLE_CLI_EVERY:-5}"
 exit $failed

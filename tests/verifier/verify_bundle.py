@@ -8,7 +8,8 @@ no code with the C implementation: Python's hashlib, and Ed25519 from `cryptogra
     verify_bundle.py consistency --size1 M --size2 N --root1 HEX --root2 HEX < PROOF.json
         checks a consistency proof ({"from", "to", "proof": [hex]} of GET /v1/log/consistency)
 
-The ledger check knows the http ledger of SPEC §7 (GET {url}/v1/anchors/{id}).
+The ledger check knows the http ledger of SPEC §7 (GET {url}/v1/anchors/{id}) and Ethereum
+JSON-RPC (the transaction, its receipt, its block, the chain id).
 """
 import base64
 import hashlib
@@ -247,10 +248,50 @@ def check(b, vkey: str, ledger_url=None):
     return out
 
 
+def rpc(url, method, params):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        doc = json.loads(r.read())
+    if "error" in doc:
+        raise ValueError(f"{method}: {doc['error']}")
+    return doc.get("result")
+
+
+def ethereum_check(b, url):
+    """The transaction's data is root || size (8 bytes, big-endian), its receipt's status is 1,
+    in the block and on the chain the bundle names, and that block is still the chain's."""
+    a, cp = b["anchor"], b["checkpoint"]
+    if "tx" not in a:
+        return False, "no transaction in the bundle's anchor"
+    try:
+        tx = rpc(url, "eth_getTransactionByHash", [a["tx"]])
+        rc = rpc(url, "eth_getTransactionReceipt", [a["tx"]])
+        if not tx or not rc:
+            return False, "the chain has no mined transaction " + a["tx"]
+        if tx.get("input", "").lower() != "0x" + cp["root"] + "%016x" % cp["size"]:
+            return False, "the transaction does not carry this root and size"
+        if int(rc["status"], 16) != 1:
+            return False, "the transaction failed"
+        bn = int(rc["blockNumber"], 16)
+        if "block" in a and bn != a["block"]:
+            return False, f"the transaction is in block {bn}, not {a['block']}"
+        if "chain_id" in a and int(rpc(url, "eth_chainId", []), 16) != a["chain_id"]:
+            return False, "the node is on another chain"
+        blk = rpc(url, "eth_getBlockByNumber", [hex(bn), False])
+        if not blk or blk["hash"] != rc["blockHash"]:
+            return False, f"block {bn} is no longer the one that held it"
+    except (urllib.error.URLError, ValueError, KeyError, TypeError, OSError) as err:
+        return False, f"the chain: {err}"
+    return True, f"the transaction in block {bn} carries this root and size"
+
+
 def ledger_check(b, url):
     a = b["anchor"]
-    if a is None or "id" not in a or a["ledger"] != "http":
-        return False, "no http anchor with an id in the bundle"
+    if a is not None and a["ledger"] == "ethereum":
+        return ethereum_check(b, url)
+    if a is None or "id" not in a:
+        return False, "no anchor with an id in the bundle"
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/v1/anchors/{a['id']}", timeout=10) as r:
             e = json.loads(r.read())
