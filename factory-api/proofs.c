@@ -160,20 +160,15 @@ static int plan_fetch(struct http_req *req, const struct proof_nodes *nodes, pg_
 }
 
 /*
- * Of the newline-separated keys, the first whose signature the note carries; its text's
- * length in *text_len. NULL when none verifies.
+ * The length of a signed note's text: up to and with the newline before its last blank line
+ * (the signature lines follow it). 0 when the note has no blank line.
  */
-static const char *key_for_note(char *keys, const char *note, size_t len, size_t *text_len,
-                                char out[NOTE_VKEY_MAX + 1])
+static size_t note_text_len(const char *note, size_t len)
 {
-    for (char *save = NULL, *k = strtok_r(keys, "\n", &save); k != NULL;
-         k = strtok_r(NULL, "\n", &save)) {
-        if (strlen(k) <= NOTE_VKEY_MAX && note_verify(k, note, len, text_len) == 0) {
-            snprintf(out, NOTE_VKEY_MAX + 1, "%s", k);
-            return out;
-        }
-    }
-    return NULL;
+    for (size_t i = len; i-- > 1;)
+        if (note[i] == '\n' && note[i - 1] == '\n')
+            return i;
+    return 0;
 }
 
 /* --- GET /v1/proofs/{tag_id} ---------------------------------------------------------------- */
@@ -220,6 +215,7 @@ struct fetch {
     char size_hint[24];
     struct merkle_hasher *h;
     struct db_txn *txn; /* while the bundle's rows are read */
+    char *keys;         /* the log's verifier keys, newest first, one a line */
     struct proof_bundle b;
     struct proof_nodes nodes;
 };
@@ -229,6 +225,7 @@ static void fetch_free(struct fetch *f)
     if (f->txn != NULL)
         db_txn_rollback(f->txn);
     merkle_hasher_free(f->h);
+    free(f->keys);
     free(f->b.record);
     free(f->b.note);
     free(f);
@@ -269,6 +266,7 @@ static void fetch_nodes(void *arg, const struct pg_result_info *r)
     struct proof_check checks[PROOF_CHECK_COUNT];
     struct proof_bundle *served = NULL;
     char *json = NULL, err[256];
+    int failed = -1;
 
     if (r->status != PG_OK) {
         api_reply_db_error(req, r);
@@ -281,28 +279,47 @@ static void fetch_nodes(void *arg, const struct pg_result_info *r)
         goto out;
     }
     /*
-     * Served only once the very bytes served verify as anyone will verify them: a store that
-     * disagrees with its own signed checkpoint is an incident, not a proof.
+     * Served only once the very bytes served verify as anyone will verify them, against the
+     * log's key that signed the checkpoint (the newest first: one signature check, unless the
+     * key changed). A store that disagrees with its own signed checkpoint is an incident, not
+     * a proof.
      */
-    if ((json = proof_bundle_json(&f->b)) == NULL) {
-        reply_internal(req, "cannot write a bundle");
-        goto out;
+    for (char *save = NULL, *k = strtok_r(f->keys, "\n", &save); k != NULL;
+         k = strtok_r(NULL, "\n", &save)) {
+        if (strlen(k) >= sizeof(f->b.log_key))
+            continue;
+        memcpy(f->b.log_key, k, strlen(k) + 1);
+        proof_bundle_free(served);
+        free(json);
+        served = NULL;
+        if ((json = proof_bundle_json(&f->b)) == NULL) {
+            reply_internal(req, "cannot write a bundle");
+            goto out;
+        }
+        if ((served = proof_bundle_parse(json, strlen(json), NULL, err, sizeof(err))) == NULL) {
+            log_error("proofs: the bundle of tag %s does not parse: %s", f->tag, err);
+            http_reply_problem(req, 500, NULL, NULL, "the log's store does not prove this tag",
+                               NULL);
+            goto out;
+        }
+        failed = proof_bundle_check(f->h, served, f->b.log_key, checks);
+        if (failed == 0) {
+            http_reply(req, 200, "application/json", json, strlen(json));
+            fetch_cache_store(f, json);
+            goto out;
+        }
+        /* Another key can only mend the signature and the key's own checks. */
+        if (!checks[PROOF_CHECK_RECORD].ok || !checks[PROOF_CHECK_LEAF_HASH].ok ||
+            !checks[PROOF_CHECK_INCLUSION].ok)
+            break;
     }
-    if ((served = proof_bundle_parse(json, strlen(json), NULL, err, sizeof(err))) == NULL) {
-        log_error("proofs: the bundle of tag %s does not parse: %s", f->tag, err);
-        http_reply_problem(req, 500, NULL, NULL, "the log's store does not prove this tag", NULL);
-        goto out;
-    }
-    if (proof_bundle_check(f->h, served, f->b.log_key, checks) != 0) {
-        for (int i = 0; i < PROOF_CHECK_COUNT; i++)
-            if (!checks[i].ok)
-                log_error("proofs: the bundle of tag %s fails its %s check: %s", f->tag,
-                          checks[i].name, checks[i].detail);
-        http_reply_problem(req, 500, NULL, NULL, "the log's store does not prove this tag", NULL);
-        goto out;
-    }
-    http_reply(req, 200, "application/json", json, strlen(json));
-    fetch_cache_store(f, json);
+    for (int i = 0; failed > 0 && i < PROOF_CHECK_COUNT; i++)
+        if (!checks[i].ok)
+            log_error("proofs: the bundle of tag %s fails its %s check: %s", f->tag, checks[i].name,
+                      checks[i].detail);
+    if (failed < 0)
+        log_error("proofs: no key in log_keys is usable for the newest checkpoint");
+    http_reply_problem(req, 500, NULL, NULL, "the log's store does not prove this tag", NULL);
 out:
     proof_bundle_free(served);
     free(json);
@@ -368,7 +385,6 @@ static void fetch_entry(void *arg, const struct pg_result_info *r)
     struct http_req *req = f->req;
     const PGresult *res = r->res;
     struct proof_bundle *b = &f->b;
-    char *keys = NULL, key[NOTE_VKEY_MAX + 1];
     size_t text_len = 0, rec_hex;
     uint8_t root[MERKLE_HASH_LEN];
     uint64_t note_size;
@@ -415,14 +431,18 @@ static void fetch_entry(void *arg, const struct pg_result_info *r)
     b->record[b->record_len] = '\0';
     merkle_leaf_hash(f->h, b->record, b->record_len, b->leaf_hash);
 
-    /* The key that signed the checkpoint, and the checkpoint's own words (origin). */
-    keys = PQgetisnull(res, 0, P_KEYS) ? NULL : strdup(PQgetvalue(res, 0, P_KEYS));
-    if (keys == NULL || key_for_note(keys, b->note, b->note_len, &text_len, key) == NULL) {
-        reply_internal(req, "no verifier key in log_keys verifies the newest checkpoint");
+    /*
+     * The checkpoint's own words (its origin) from the note's text; the signature, and so
+     * which of the log's keys made it, is checked once the bundle is written (fetch_nodes).
+     */
+    f->keys = PQgetisnull(res, 0, P_KEYS) ? NULL : strdup(PQgetvalue(res, 0, P_KEYS));
+    text_len = note_text_len(b->note, b->note_len);
+    if (f->keys == NULL) {
+        reply_internal(req, "log_keys holds no verifier key of the log");
         goto done;
     }
-    snprintf(b->log_key, sizeof(b->log_key), "%s", key);
-    if (note_checkpoint_parse(b->note, text_len, b->origin, sizeof(b->origin), &note_size, root) !=
+    if (text_len == 0 ||
+        note_checkpoint_parse(b->note, text_len, b->origin, sizeof(b->origin), &note_size, root) !=
             0 ||
         note_size != b->size || memcmp(root, b->root, MERKLE_HASH_LEN) != 0) {
         reply_internal(req, "the newest checkpoint's note does not say its size and root");
@@ -435,13 +455,11 @@ static void fetch_entry(void *arg, const struct pg_result_info *r)
         http_reply_problem(req, 503, NULL, NULL, "cannot reach the database", NULL);
         goto done;
     }
-    free(keys);
     /* The rows are read: the transaction goes (see fetch_begun); fetch_nodes answers. */
     db_txn_rollback(f->txn);
     f->txn = NULL;
     return;
 done:
-    free(keys);
     fetch_free(f);
 }
 

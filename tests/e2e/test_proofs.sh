@@ -371,6 +371,17 @@ check "…and verifies offline" "$bin/tagproof" verify "$work/bundle4.json" --ke
 verify_api "$work/bundle4.json"
 check "…and through the API, anchor included" jq -e '.valid == true' "$work/body"
 
+# A newer key in log_keys (a rotation) did not sign the newest checkpoint: bundles still name,
+# and verify with, the key that did.
+owner_sql -c "INSERT INTO log_keys (vkey, origin, last_used_at) VALUES ('$other_key', 'tagproof.local/log', now() + interval '1 hour')"
+as "$admin_key" GET /v1/log/key
+check "after a rotation GET /v1/log/key names the newest key" test "$(body)" = "$other_key"
+fresh=$(awk 'NR == 9 {print $1}' "$work/tags3")
+as "$admin_key" GET "/v1/proofs/$fresh"
+expect 200 "a bundle after the rotation"
+check "…names the key that signed its checkpoint" jq -e --arg k "$vkey" '.log_key == $k' "$work/body"
+check "…and verifies with it" "$bin/tagproof" verify "$work/body" --key "$vkey"
+
 e2e_stop tagproof-factory "$factory_pid"
 e2e_stop tagproof-devledger "$ledger_pid"
 e2e_done
