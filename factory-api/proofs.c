@@ -6,7 +6,7 @@
  * A proof reads O(log n) stored subtree hashes. Which ones depends only on the leaf's index
  * and the tree's size, so a handler plans the proof first (proof.c), fetches every node it
  * names in one query, and computes. A bundle is checked against the log's own key before it
- * is served, and kept in Redis per tag and checkpoint size: a warm fetch costs two GETs.
+ * is served, and kept in Redis per tag and checkpoint size: a warm fetch is one round trip.
  */
 #include "handlers.h"
 
@@ -31,8 +31,8 @@
 
 /*
  * The bundle cache. tp:log:size holds the newest checkpoint size for a short while: a warm
- * fetch reads it, then tp:proof:{tag}:{size}; once it has expired, one indexed read of the
- * newest size renews it. So a new checkpoint is served at most that long after it was signed
+ * fetch reads it and tp:proof:{tag}:{size} in one script; once it has expired, one indexed read of
+ * the newest size renews it. So a new checkpoint is served at most that long after it was signed
  * (the previous one's bundle is a valid proof meanwhile). A bundle whose anchor is still in
  * flight is kept briefly, so that its anchor block catches up with the log.
  */
