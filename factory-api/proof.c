@@ -46,6 +46,23 @@ int proof_unhex(const char *s, uint8_t *out, size_t len)
     return 0;
 }
 
+/*
+ * s cut to at most cap - 1 bytes at a character boundary, into buf: a detail that quotes a
+ * bundle's text stays UTF-8 (it is served as JSON), however long the text was.
+ */
+static const char *clip(char *buf, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+            n--;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return buf;
+}
+
 /* --- parsing ----------------------------------------------------------------------------- */
 
 void proof_bundle_free(struct proof_bundle *b)
@@ -65,6 +82,7 @@ static int members_exact(const json_t *obj, const char *const *req, const char *
                          const char *what, char *err, size_t errlen)
 {
     const char *key;
+    char shown[41];
     json_t *v;
 
     if (!json_is_object(obj)) {
@@ -85,7 +103,8 @@ static int members_exact(const json_t *obj, const char *const *req, const char *
         for (const char *const *o = opt; o != NULL && *o != NULL && !known; o++)
             known = strcmp(key, *o) == 0;
         if (!known) {
-            snprintf(err, errlen, "%s has an unknown member \"%.40s\"", what, key);
+            snprintf(err, errlen, "%s has an unknown member \"%s\"", what,
+                     clip(shown, sizeof(shown), key));
             return -1;
         }
     }
@@ -456,7 +475,7 @@ int proof_bundle_check(struct merkle_hasher *h, const struct proof_bundle *b, co
 {
     uint8_t leaf[MERKLE_HASH_LEN], note_root[NOTE_HASH_LEN];
     struct merkle_bytes proof[MERKLE_MAX_PROOF];
-    char origin[PROOF_ORIGIN_MAX + 2], hex[2 * MERKLE_HASH_LEN + 1];
+    char origin[PROOF_ORIGIN_MAX + 2], hex[2 * MERKLE_HASH_LEN + 1], shown[201];
     uint64_t note_size = 0;
     size_t text_len = 0;
     int failed = 0;
@@ -491,10 +510,11 @@ int proof_bundle_check(struct merkle_hasher *h, const struct proof_bundle *b, co
                b->n_inclusion, (unsigned long long)b->leaf_index, (unsigned long long)b->size);
 
     if (vkey != NULL && note_verify(vkey, b->note, b->note_len, &text_len) == 0)
-        result(&out[PROOF_CHECK_SIGNATURE], 1, "the note is signed by %.200s", vkey);
+        result(&out[PROOF_CHECK_SIGNATURE], 1, "the note is signed by %s",
+               clip(shown, sizeof(shown), vkey));
     else
-        result(&out[PROOF_CHECK_SIGNATURE], 0, "the note carries no valid signature by %.200s",
-               vkey != NULL ? vkey : "(no key)");
+        result(&out[PROOF_CHECK_SIGNATURE], 0, "the note carries no valid signature by %s",
+               vkey != NULL ? clip(shown, sizeof(shown), vkey) : "(no key)");
 
     /*
      * The body is read only from a note whose signature holds: an unsigned body says
@@ -508,15 +528,15 @@ int proof_bundle_check(struct merkle_hasher *h, const struct proof_bundle *b, co
     else if (strcmp(origin, b->origin) != 0 || note_size != b->size ||
              memcmp(note_root, b->root, MERKLE_HASH_LEN) != 0)
         result(&out[PROOF_CHECK_NOTE_BODY], 0,
-               "the note says origin %.60s, size %llu: not the bundle's checkpoint", origin,
-               (unsigned long long)note_size);
+               "the note says origin %s, size %llu: not the bundle's checkpoint",
+               clip(shown, 61, origin), (unsigned long long)note_size);
     else {
         char *body = note_checkpoint_body(origin, note_size, note_root);
         int whole = body != NULL && strlen(body) == text_len;
         free(body);
         if (whole)
-            result(&out[PROOF_CHECK_NOTE_BODY], 1, "the note says %.100s, size %llu, root %.16s…",
-                   origin, (unsigned long long)note_size, hex);
+            result(&out[PROOF_CHECK_NOTE_BODY], 1, "the note says %s, size %llu, root %.16s…",
+                   clip(shown, 101, origin), (unsigned long long)note_size, hex);
         else
             result(&out[PROOF_CHECK_NOTE_BODY], 0, "the note's text has lines after the root");
     }
@@ -524,7 +544,8 @@ int proof_bundle_check(struct merkle_hasher *h, const struct proof_bundle *b, co
     if (vkey != NULL && strcmp(vkey, b->log_key) == 0)
         result(&out[PROOF_CHECK_LOG_KEY], 1, "the bundle names the trusted key");
     else
-        result(&out[PROOF_CHECK_LOG_KEY], 0, "the bundle names another key: %.200s", b->log_key);
+        result(&out[PROOF_CHECK_LOG_KEY], 0, "the bundle names another key: %s",
+               clip(shown, sizeof(shown), b->log_key));
 
     for (int i = 0; i < PROOF_CHECK_COUNT; i++)
         failed += !out[i].ok;

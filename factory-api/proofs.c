@@ -668,9 +668,15 @@ static void verify_reply(struct verify *v)
     int valid = 1;
 
     for (int i = 0; i < VERIFY_CHECKS; i++) {
+        json_t *detail = json_string(v->checks[i].detail);
         valid &= v->checks[i].ok;
-        json_array_append_new(checks, json_pack("{s:s, s:b, s:s}", "name", v->checks[i].name, "ok",
-                                                v->checks[i].ok, "detail", v->checks[i].detail));
+        if (detail == NULL) /* not UTF-8 after all: the ASCII of it */
+            for (char *c = v->checks[i].detail; *c != '\0'; c++)
+                *c = (unsigned char)*c < 0x80 ? *c : '?';
+        json_array_append_new(
+            checks,
+            json_pack("{s:s, s:b, s:o}", "name", v->checks[i].name, "ok", v->checks[i].ok, "detail",
+                      detail != NULL ? detail : json_string(v->checks[i].detail)));
     }
     http_reply_json(v->req, 200, json_pack("{s:b, s:o}", "valid", valid, "checks", checks));
     verify_free(v);

@@ -396,6 +396,21 @@ static void test_bundle_refusals(void **state)
     char *dup = edited("\"version\":1,", "\"version\":1,\"version\":1,");
     refused(dup, "not JSON", 1);
     free(dup);
+    /* A long name quoted in the reason is cut at a character, so the reason stays UTF-8. */
+    {
+        char member[128] = "\"version\":1,\"a", err[256];
+        for (int i = 0; i < 30; i++)
+            strcat(member, "\xc3\xa9");
+        strcat(member, "\":0,");
+        char *j = edited("\"version\":1,", member);
+        assert_null(proof_bundle_parse(j, strlen(j), NULL, err, sizeof(err)));
+        assert_non_null(strstr(err, "unknown member"));
+        json_t *as_json = json_string(err);
+        if (as_json == NULL)
+            fail_msg("the reason is not UTF-8: %s", err);
+        json_decref(as_json);
+        free(j);
+    }
     /* jansson refuses \u0000 unless asked to allow it: a NUL never reaches a check. */
     char *nul = edited("\"record\":\"tagproof", "\"record\":\"\\u0000tagproof");
     refused(nul, "not JSON", 1);
