@@ -344,6 +344,10 @@ struct proof_bundle *proof_bundle_parse(const char *text, size_t len, int *not_j
     if (doc == NULL) {
         if (not_json != NULL)
             *not_json = 1;
+        /* jansson quotes the bytes it choked on, which need not be UTF-8: ASCII only. */
+        for (char *c = jerr.text; *c != '\0'; c++)
+            if ((unsigned char)*c >= 0x80 || (unsigned char)*c < 0x20)
+                *c = '?';
         snprintf(err, errlen, "not JSON: %s (line %d)", jerr.text, jerr.line);
         return NULL;
     }

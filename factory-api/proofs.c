@@ -800,26 +800,40 @@ static void verify_log(void *arg, const struct pg_result_info *r)
     verify_reply(v);
 }
 
+/*
+ * The body is read by the bundle parser itself rather than api_body_object, so that what
+ * is not JSON at all (400) and what is JSON but no bundle (422) each get a reason that is
+ * safe to quote, whatever bytes came.
+ */
 static void proof_verify(struct http_req *req, const struct principal *p)
 {
-    json_t *body = api_body_object(req);
+    const char *ct = http_req_header(req, "Content-Type");
+    const unsigned char *body;
     struct verify *v = NULL;
     char err[256], detail[300], size[24];
+    size_t len = 0;
+    int not_json = 0;
 
-    if (body == NULL)
+    if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+        http_reply_problem(req, 415, NULL, NULL, "the body must be application/json", NULL);
         return;
+    }
+    body = http_req_body(req, &len);
+    if (body == NULL || len == 0) {
+        http_reply_problem(req, 400, NULL, NULL, "the body is empty", NULL);
+        return;
+    }
     v = calloc(1, sizeof(*v));
     if (v == NULL || (v->h = merkle_hasher_new()) == NULL) {
         http_reply_problem(req, 503, NULL, NULL, "out of memory", NULL);
         goto fail;
     }
     v->req = req;
-    v->b = proof_bundle_from_json(body, err, sizeof(err));
-    json_decref(body);
-    body = NULL;
+    v->b = proof_bundle_parse((const char *)body, len, &not_json, err, sizeof(err));
     if (v->b == NULL) {
-        snprintf(detail, sizeof(detail), "not a proof bundle: %s", err);
-        http_reply_problem(req, 422, NULL, NULL, detail, NULL);
+        snprintf(detail, sizeof(detail), "%s%s", not_json ? "" : "not a proof bundle: ", err);
+        http_reply_problem(req, not_json ? 400 : 422, NULL, NULL, detail, NULL);
         goto fail;
     }
     snprintf(size, sizeof(size), "%" PRIu64, v->b->size);
@@ -831,7 +845,6 @@ static void proof_verify(struct http_req *req, const struct principal *p)
     }
     return;
 fail:
-    json_decref(body);
     if (v != NULL)
         verify_free(v);
 }

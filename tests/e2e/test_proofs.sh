@@ -316,6 +316,12 @@ check "a checkpoint larger than the log's: consistency (and more) fails" jq -e '
 printf 'not json' >"$work/t5.json"
 verify_api "$work/t5.json"
 expect 400 "a body that is not JSON"
+printf '{"version":1,"tag_id":"\xff\xfe"}' >"$work/t8.json"
+verify_api "$work/t8.json"
+expect 400 "a body that is not UTF-8"
+printf '{"version":1,"tag_id":"a\\\xca\xa7"}' >"$work/t9.json" # jansson quotes the bad bytes
+verify_api "$work/t9.json"
+expect 400 "an escape of a byte that is not UTF-8 (the reason quoted safely)"
 echo '{"version":1}' >"$work/t6.json"
 verify_api "$work/t6.json"
 expect 422 "JSON that is not a bundle"

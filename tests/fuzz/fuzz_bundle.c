@@ -2,9 +2,9 @@
 /*
  * fuzz_bundle: the proof bundle parser (what POST /v1/proofs/verify and `tagproof verify` read
  * from outside) on arbitrary bytes. Whatever the input: no crash, no leak; a bundle that parses
- * is written back to JSON that parses to the same JSON; its checks run against the key of the
- * seeds (Ed25519 seed 0x01..0x20), and one that passes them all names a leaf inside its tree;
- * the plan of its inclusion proof stays within bounds.
+ * is written back to JSON that parses to the same JSON; reasons and check details are UTF-8;
+ * its checks run against the key of the seeds (Ed25519 seed 0x01..0x20), and one that passes
+ * them all names a leaf inside its tree; the plan of its inclusion proof stays within bounds.
  */
 #include "proof.h"
 
@@ -36,8 +36,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct proof_bundle *b =
         proof_bundle_parse((const char *)data, size, &not_json, err, sizeof(err));
     if (b == NULL) {
-        if (err[0] == '\0' || not_json < 0)
+        /* A reason goes out in a problem+json answer: it must be UTF-8. */
+        json_t *reason = json_string(err);
+        if (err[0] == '\0' || not_json < 0 || reason == NULL)
             abort();
+        json_decref(reason);
         return 0;
     }
     char *json = proof_bundle_json(b);
@@ -54,6 +57,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int failed = proof_bundle_check(hasher, b, note_signer_vkey(signer), checks);
     if (failed == 0 && b->leaf_index >= b->size)
         abort();
+    for (int i = 0; i < PROOF_CHECK_COUNT; i++) {
+        json_t *detail = json_string(checks[i].detail);
+        if (detail == NULL)
+            abort();
+        json_decref(detail);
+    }
     if (b->leaf_index < b->size &&
         (proof_plan_inclusion(hasher, b->leaf_index, b->size, &nodes) != 0 ||
          nodes.n >= PROOF_NODES_MAX))
