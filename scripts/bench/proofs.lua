@@ -37,6 +37,9 @@ function init(args)
   if mode == "once" then
     local last = (me == threads - 1) and n or first + share
     for i = first + 1, last do reqs[#reqs + 1] = wrk.format("GET", paths[i]) end
+    -- wrk calls request() once on thread 0 before any connection, to check the script:
+    -- that call gets a copy of the first request, so the first path is still asked.
+    if me == 0 and #reqs > 0 then table.insert(reqs, 1, reqs[1]) end
     n = #reqs
   else
     for i = 1, n do reqs[i] = wrk.format("GET", paths[((first + i - 1) % n) + 1]) end
