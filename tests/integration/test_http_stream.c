@@ -800,6 +800,23 @@ static void test_early_reply(void **state)
     assert_true(th_closed_within(fd, 2000));
     close(fd);
 
+    /* Discarding after an early answer is bounded by the request timeout, also for a client
+     * that trickles the body faster than the io timeout would notice. */
+    fd = th_connect(f->port);
+    assert_true(fd >= 0);
+    assert_int_equal(send_head(fd, "/v1/hash?early=1", n, NULL), 0);
+    assert_int_equal(read_status(fd, &r, 2000), 401);
+    th_resp_free(&r);
+    int64_t t0 = ts_now_ms(), closed_after = -1;
+    while (ts_now_ms() - t0 < REQUEST_TIMEOUT_MS + 3000) {
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1 || th_closed_within(fd, IO_TIMEOUT_MS / 3)) {
+            closed_after = ts_now_ms() - t0;
+            break;
+        }
+    }
+    assert_true(closed_after >= REQUEST_TIMEOUT_MS - 200);
+    close(fd);
+
     /* An early answer to a client that sends the body anyway and then goes away. */
     fd = th_connect(f->port);
     assert_true(fd >= 0);
