@@ -88,6 +88,17 @@ check "the JWKS publishes one RS256 signing key with a kid" \
     .keys[0].use == "sig" and (.keys[0].kid | length) > 20 and (.keys[0] | has("d") | not)' "$work/jwks1"
 
 check "admin-key printed a key" grep -Eq '^tp_live_[a-z0-9]{16}_[0-9a-f]{64}$' <<<"$admin_key"
+check "admin-key stored an admin key named as asked, without a factory" \
+  test "$(psql_owner "SELECT role || '/' || name || '/' || coalesce(factory_id::text, '-')
+    FROM api_keys WHERE id = '${admin_key:8:16}'")" = "admin/e2e/-"
+rc=0
+TAGPROOF_PG_MIGRATE_URL=$owner "$bin/tagproof" admin-key one two >"$work/cli.out" 2>&1 || rc=$?
+check "admin-key with two names is a usage error (exit $rc)" test "$rc" = 2
+rc=0
+TAGPROOF_PG_MIGRATE_URL="postgresql://tagproof@127.0.0.1:$(stack_free_port)/tagproof?connect_timeout=2" \
+  "$bin/tagproof" admin-key >"$work/cli.out" 2>"$work/cli.err" || rc=$?
+check "admin-key without a database fails (exit $rc) and prints no key" \
+  test "$rc" = 1 -a ! -s "$work/cli.out"
 from $ip_main GET /v1/factories -H "X-Api-Key: $admin_key"
 check "the admin key lists factories (got $status)" test "$status" = 200
 
