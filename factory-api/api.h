@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdint.h>
 
 #include "apikey.h"
 #include "jwt.h"
@@ -33,6 +34,7 @@ struct factory_app {
     struct metric *m_auth_failures;    /* {reason} */
     struct metric *m_rate_limited;     /* {scope} */
     struct metric *m_rate_errors;      /* Redis could not be asked: allowed */
+    _Atomic int64_t rate_warned_s;     /* when that was last logged (one line per 10 s) */
 };
 
 /* 0, or -1 with a line logged. */

@@ -43,3 +43,48 @@ jq_body() {
 json_post() {
   api POST "$1" -H "X-Api-Key: $2" -H 'Content-Type: application/json' --data-binary "$3"
 }
+
+# factory_start LOGNAME — starts one more tagproof-factory with the current environment (give
+# it its own TAGPROOF_FACTORY_LISTEN first) and its log in $work/LOGNAME.log, and waits until
+# it is ready; its pid in $last_pid, its base URL in $last_url. 0, or 1 if it never got ready.
+factory_start() {
+  "$bin/tagproof-factory" 2>"$work/$1.log" &
+  last_pid=$!
+  pids+=("$last_pid")
+  last_url="http://$TAGPROOF_FACTORY_LISTEN"
+  for _ in $(seq 1 150); do
+    curl -fs "$last_url/v1/ready" >/dev/null 2>&1 && return 0
+    kill -0 "$last_pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# b64url_decode SEGMENT — the bytes of one base64url segment of a token (no padding).
+b64url_decode() {
+  local s=${1//-/+}
+  s=${s//_//}
+  case $((${#s} % 4)) in
+  2) s+='==' ;;
+  3) s+='=' ;;
+  esac
+  printf '%s' "$s" | base64 -d
+}
+
+# jwt_part TOKEN N — the decoded JSON of a compact token's header (0) or payload (1).
+jwt_part() {
+  local IFS=.
+  local -a seg
+  read -r -a seg <<<"$1"
+  b64url_decode "${seg[$2]}"
+}
+
+# node_deps — node and the pinned npm packages of tests/node (npm ci once if missing).
+node_deps() {
+  command -v node >/dev/null && command -v npm >/dev/null || return 1
+  # Two tests may get here at once under ctest -j: the second waits for the first's npm ci.
+  (
+    cd "$stack_root/tests/node" && flock 9 &&
+      { [ -f node_modules/jose/package.json ] || npm ci --no-audit --no-fund --loglevel=error >&2; }
+  ) 9<"$stack_root/tests/node"
+}
