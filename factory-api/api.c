@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
+#include "proxies.h"
 #include "redis.h"
 #include "service.h"
 
@@ -56,6 +57,11 @@ int api_app_init(struct factory_app *app, struct service *svc)
         log_error("trusted token keys: %s", app->jwks_json == NULL ? "out of memory" : err);
         return -1;
     }
+    app->proxies = proxies_new(cfg->trusted_proxies, err, sizeof(err));
+    if (app->proxies == NULL) {
+        log_error("%s", err);
+        return -1;
+    }
     app->policy.issuer = cfg->jwt_issuer;
     app->policy.audience = cfg->jwt_audience;
     app->caller_rule.per_minute = cfg->rate_limit_per_min;
@@ -75,6 +81,7 @@ int api_app_init(struct factory_app *app, struct service *svc)
 void api_app_fini(struct factory_app *app)
 {
     jwks_free(app->jwks);
+    proxies_free(app->proxies);
     jwt_signer_free(app->signer);
     free(app->jwks_json);
     memset(app, 0, sizeof(*app));
@@ -352,7 +359,11 @@ void api_authenticate(struct http_req *req, unsigned roles, api_authed_fn fn)
     a->req = req;
     a->roles = roles;
     a->fn = fn;
-    snprintf(a->ipkey, sizeof(a->ipkey), "tp:rl:f:%s", http_req_peer(req));
+    char ip[64];
+    /* Behind a trusted reverse proxy the budget is the client's, not the proxy's. */
+    proxies_client_ip(app->proxies, http_req_peer(req), http_req_header(req, "X-Forwarded-For"), ip,
+                      sizeof(ip));
+    snprintf(a->ipkey, sizeof(a->ipkey), "tp:rl:f:%s", ip);
     /* An address that failed too often is stopped before its next guess is even checked. */
     if (ratelimit_check(service_worker(req)->redis, a->ipkey, &app->fail_rule, 0, after_fail_budget,
                         a) != 0)

@@ -20,6 +20,7 @@ struct service;
 struct jwks;
 struct metric;
 struct pg_result_info;
+struct proxies;
 
 /* The program's shared state (one per process), created by api_app_new at setup. */
 struct factory_app {
@@ -29,6 +30,7 @@ struct factory_app {
     char *jwks_json;           /* the signer's public keys, GET /.well-known/jwks.json */
     struct jwks *jwks;         /* trusted keys: the signer's and the configured JWKS */
     struct jwt_policy policy;
+    struct proxies *proxies;           /* TAGPROOF_TRUSTED_PROXIES: whose X-Forwarded-For counts */
     struct ratelimit_rule caller_rule; /* per API key or token subject */
     struct ratelimit_rule fail_rule;   /* failed authentications per client IP */
     struct metric *m_auth_failures;    /* {reason} */

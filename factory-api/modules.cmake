@@ -2,4 +2,4 @@
 tp_module(apikey DIR factory-api LIBS PkgConfig::OPENSSL)
 tp_module(ratelimit DIR factory-api DEPS redis LIBS PkgConfig::OPENSSL)
 tp_module(db DIR factory-api DEPS pg LIBS PkgConfig::LIBPQ)
-tp_module(api DIR factory-api DEPS apikey ratelimit db jwt jwks http log metrics pg redis service uuid LIBS PkgConfig::JANSSON PkgConfig::LIBPQ)
+tp_module(api DIR factory-api DEPS proxies apikey ratelimit db jwt jwks http log metrics pg redis service uuid LIBS PkgConfig::JANSSON PkgConfig::LIBPQ)
