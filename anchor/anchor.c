@@ -292,7 +292,7 @@ static int row_save(struct anchor *a, struct anchor_row *r, const char *state, c
     }
     if (strcmp(r->state, state) != 0)
         log_emit(strcmp(state, "failed") == 0 ? LOG_WARN : LOG_INFO, NULL, "anchor state",
-                 json_pack("{s:I, s:s, s:s, s:s, s:s?, s:s?}", "checkpoint_size",
+                 json_pack("{s:I, s:s, s:s, s:s, s:s*, s:s*}", "checkpoint_size",
                            (json_int_t)r->size, "ledger", ledger_name(a->ledger), "from", r->state,
                            "to", state, "ref", r->ref.ref[0] ? r->ref.ref : NULL, "error",
                            error != NULL && error[0] ? error : NULL));
