@@ -62,6 +62,7 @@ struct anchor {
     char crash_at[64];
     int batch;
     unsigned rng;
+    int ledger_down; /* a ledger call failed this cycle: re-checks of confirmed anchors wait */
 
     pthread_t thread;
     int started;
@@ -304,6 +305,8 @@ static void ledger_error(struct anchor *a, struct anchor_row *r, const char *wha
                          enum ledger_status st, const char *err)
 {
     metric_inc(a->m_errors, ledger_name(a->ledger), what);
+    if (st == LEDGER_ERROR)
+        a->ledger_down = 1;
     log_emit(LOG_WARN, NULL, "ledger call failed",
              json_pack("{s:I, s:s, s:s, s:s, s:s}", "checkpoint_size", (json_int_t)r->size,
                        "ledger", ledger_name(a->ledger), "call", what, "status",
@@ -406,6 +409,8 @@ static int anchor_row_work(struct anchor *a, struct anchor_row *r)
         return attempt(a, r, &cp);
 
     /* submitted, or confirmed (re-checked: a reorg may have dropped its block) */
+    if (strcmp(r->state, "confirmed") == 0 && a->ledger_down)
+        return 0; /* each would wait for its timeout; the next cycle re-checks */
     char old_hash[sizeof(r->ref.block_hash)];
     snprintf(old_hash, sizeof(old_hash), "%s", r->ref.block_hash);
     enum ledger_status st = ledger_check(a->ledger, &cp, &r->ref, err, sizeof(err));
@@ -450,6 +455,7 @@ static int anchors_work(struct anchor *a)
     char err[512], recheck[16];
     const char *ledger = ledger_name(a->ledger);
     snprintf(recheck, sizeof(recheck), "%d", strcmp(ledger, "ethereum") == 0 ? ANCHOR_RECHECK : 0);
+    a->ledger_down = 0;
     const char *p1[1] = {ledger};
     /* The latest checkpoint has an anchor for this ledger (also after a switch of ledger). */
     if (q_cmd(a,
@@ -599,6 +605,8 @@ static int cycle(struct anchor *a)
                  json_pack("{s:I, s:s}", "size", (json_int_t)made, "origin", a->cfg->log_origin));
         crash_point(a, "checkpoint_stored");
     }
+    /* The figures before the ledger calls too: those may take a while when it is down. */
+    stats_refresh(a);
     int rc = anchors_work(a);
     stats_refresh(a);
     return rc;

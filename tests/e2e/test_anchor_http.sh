@@ -149,6 +149,15 @@ check "…exactly those" test "$(osql "SELECT string_agg(checkpoint_size::text, 
 sleep 1.2
 check "metrics: the lag is back to 0" test "$(metric_of "$g_addr" tagproof_anchor_lag_seconds)" = 0
 check_root 30
+
+# 7. The log never signs a tree inconsistent with its last signed checkpoint: a stored subtree
+#    of the signed tree altered behind its back stops the signing (the leaves are still kept).
+osql "UPDATE merkle_nodes SET hash = sha256('tampered') WHERE level = 4 AND idx = 0" >/dev/null
+add_tags 2
+check "after tampering, the new leaves are appended" wait_sql "SELECT count(leaf_index) FROM log_entries" 32 20
+sleep 2.5
+check "…but no checkpoint is signed for them" test "$(osql "SELECT max(size) FROM checkpoints")" = 30
+check "…and the log says why" grep -q 'refusing to sign: the tree of 32 leaves is not consistent with the signed checkpoint of 30' "$work/g.log"
 e2e_stop g "$g_pid"
 for n in a c e f; do
   check "instance $n's log has no sanitizer report" bash -c "! grep -q Sanitizer '$work/$n.log'"
