@@ -47,13 +47,15 @@ txs_with() {
   echo "$n"
 }
 state_of() { osql "SELECT state FROM anchors WHERE checkpoint_size = $1"; }
+# Sent and in a block, waiting for more confirmations: the moment to mine one more block.
+in_block() { echo "SELECT state = 'submitted' AND block_number IS NOT NULL FROM anchors WHERE checkpoint_size = $1"; }
 mine() { rpc evm_mine >/dev/null; }
 
 # 1. The happy path: sent, one confirmation of two, then confirmed once another block is mined.
 add_tags 5
 start_anchor a
 a_pid=$last_pid a_addr=$last_addr
-check "the anchor of 5 is sent and waits for its second confirmation" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 5" submitted 30
+check "the anchor of 5 is sent and waits for its second confirmation" wait_sql "$(in_block 5)" t 30
 mine
 check "…confirmed after one more block" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 5" confirmed 10
 tx=$(osql "SELECT ledger_ref FROM anchors WHERE checkpoint_size = 5")
@@ -69,14 +71,14 @@ check "one transaction carries the checkpoint" test "$(txs_with "$(data_of 5)")"
 # 2. A reorg drops the block of a confirmed anchor: it is sent again and confirmed again.
 snap=$(rpc evm_snapshot | tr -d '"')
 add_tags 3
-check "the anchor of 8 is sent" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 8" submitted 20
+check "the anchor of 8 is sent" wait_sql "$(in_block 8)" t 20
 mine
 check "…and confirmed" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 8" confirmed 10
-old_block=$(osql "SELECT block_number FROM anchors WHERE checkpoint_size = 8")
+old_attempts=$(osql "SELECT attempts FROM anchors WHERE checkpoint_size = 8")
 check "evm_revert to before the anchor (a reorg)" test "$(rpc evm_revert "[\"$snap\"]")" = true
 mine # the chain moves on without it
 check "the vanished anchor of 8 is sent again" \
-  wait_sql "SELECT state <> 'confirmed' OR block_number <> $old_block FROM anchors WHERE checkpoint_size = 8" t 20
+  wait_sql "SELECT attempts > $old_attempts AND block_number IS NOT NULL FROM anchors WHERE checkpoint_size = 8" t 20
 mine
 check "…and confirmed again" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 8" confirmed 20
 mine
@@ -99,7 +101,7 @@ check "metrics: ledger errors are counted" \
 lag=$(metric_of "$a_addr" tagproof_anchor_lag_seconds)
 check "metrics: the anchoring lag shows ($lag s)" awk -v l="$lag" 'BEGIN { exit !(l > 1) }'
 kill -CONT "$chain_pid"
-check "the chain back: the anchor of 10 is sent" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 10" submitted 40
+check "the chain back: the anchor of 10 is sent" wait_sql "$(in_block 10)" t 40
 mine
 check "…and confirmed" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 10" confirmed 10
 check "…once on the chain" test "$(txs_with "$(data_of 10)")" = 1
@@ -116,7 +118,7 @@ check "…the row is pending with its nonce pinned and no hash" \
 check "…while the chain has the transaction" test "$(txs_with "$(data_of 14)")" = 1
 start_anchor d
 d_pid=$last_pid d_addr=$last_addr
-check "after a restart it is found and submitted" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 14" submitted 20
+check "after a restart it is found and submitted" wait_sql "$(in_block 14)" t 20
 mine
 check "…and confirmed" wait_sql "SELECT state FROM anchors WHERE checkpoint_size = 14" confirmed 10
 check "…still one transaction, the one recorded" \
