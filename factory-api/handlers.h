@@ -14,6 +14,8 @@ struct factory_app;
 
 /* factories, API keys, tokens, the public keys (tenants.c) */
 int tenants_register(struct httpd *h, struct factory_app *app);
+/* CSV uploads of a batch's tags, and the upload resource (upload.c) */
+int upload_register(struct httpd *h, struct factory_app *app);
 
 /*
  * The SQL of a list page (SPEC §6: {"items": [...], "next_cursor": ...}): rows of from

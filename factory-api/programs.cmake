@@ -2,7 +2,8 @@
 # one handler file per group of routes) and the tagproof command-line client.
 tp_program_objects(factory-api factory_objects)
 add_executable(tagproof-factory
-  ${CMAKE_CURRENT_LIST_DIR}/main.c ${CMAKE_CURRENT_LIST_DIR}/tenants.c ${factory_objects})
+  ${CMAKE_CURRENT_LIST_DIR}/main.c ${CMAKE_CURRENT_LIST_DIR}/tenants.c
+  ${CMAKE_CURRENT_LIST_DIR}/upload.c ${factory_objects})
 target_include_directories(tagproof-factory PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(tagproof-factory PRIVATE tagproof_lib_all)
 add_executable(tagproof ${CMAKE_CURRENT_LIST_DIR}/cli.c ${factory_objects})
