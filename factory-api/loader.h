@@ -17,6 +17,7 @@
 #include "uuid.h"
 
 struct service_worker;
+struct metric;
 struct loader;
 
 /*
@@ -51,6 +52,10 @@ struct loader_params {
     enum ingest_mode mode;
     int cache_ttl_s;          /* EXPIRE of the tags written to Redis */
     int statement_timeout_ms; /* deadline of the COPY and of the merge */
+    /* Counters (may be NULL): uploads by result ("completed", "failed"), and rows by result
+     * ("imported", "rejected"). */
+    struct metric *m_uploads;
+    struct metric *m_rows;
 };
 
 struct loader_events {

@@ -21,6 +21,7 @@
 #include "ingest.h"
 #include "loader.h"
 #include "log.h"
+#include "metrics.h"
 #include "pg.h"
 #include "service.h"
 
@@ -42,6 +43,20 @@ struct upload_req {
     struct loader *loader;
     EVP_MD_CTX *sha; /* comparing a body with an earlier upload's */
 };
+
+/* The registry returns the family registered at start (upload_register). */
+static struct metric *uploads_metric(struct factory_app *app)
+{
+    return metrics_counter(service_metrics(app->svc), "tagproof_uploads_total",
+                           "CSV uploads finished, by result (completed, failed)", "result");
+}
+
+static struct metric *rows_metric(struct factory_app *app)
+{
+    return metrics_counter(service_metrics(app->svc), "tagproof_upload_rows_total",
+                           "Rows of finished CSV uploads, by result (imported, rejected)",
+                           "result");
+}
 
 static void upload_req_free(struct upload_req *u)
 {
@@ -143,6 +158,8 @@ static void on_upload_created(void *arg, const struct pg_result_info *r)
         .mode = u->mode,
         .cache_ttl_s = app->cfg->cache_ttl_s,
         .statement_timeout_ms = UPLOAD_STATEMENT_TIMEOUT_MS,
+        .m_uploads = uploads_metric(app),
+        .m_rows = rows_metric(app),
     };
     u->loader = loader_start(&p, &ev, u);
     if (u->loader == NULL) {
@@ -435,6 +452,8 @@ static void on_upload_get(struct http_req *req, void *arg)
 int upload_register(struct httpd *h, struct factory_app *app)
 {
     size_t max_body = (size_t)app->cfg->upload_max_mb << 20;
+    if (uploads_metric(app) == NULL || rows_metric(app) == NULL)
+        return -1;
     return httpd_route_stream(h, HTTP_POST, "/v1/batches/{}/tags", "/v1/batches/{id}/tags",
                               max_body, on_upload_post, NULL) ||
            httpd_route(h, HTTP_GET, "/v1/uploads/{}", "/v1/uploads/{id}", on_upload_get, NULL);

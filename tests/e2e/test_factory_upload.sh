@@ -333,6 +333,10 @@ check "…and is recorded so" test "$(sql "SELECT status FROM uploads WHERE id =
 run_upload "$K_a" "$B_a" "$work/b.csv" -H "Idempotency-Key: dead-$dead"
 check "…and its key may be used again" test "$up_code/$([ "$up_id" != "$dead" ] && echo new)" = 202/new
 
+curl -s "$FACTORY_DIRECT_URL/metrics" >"$work/metrics"
+check "/metrics counts uploads by result" bash -c "grep -q '^tagproof_uploads_total{result=\"completed\"} [1-9]' '$work/metrics' && grep -q '^tagproof_uploads_total{result=\"failed\"} [1-9]' '$work/metrics'"
+check "…and their rows" grep -q '^tagproof_upload_rows_total{result="imported"} [1-9]' "$work/metrics"
+
 e2e_stop tagproof-scan "$scan_pid"
 e2e_stop tagproof-factory "$factory_pid"
 e2e_done
