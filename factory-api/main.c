@@ -24,7 +24,8 @@ static int factory_setup(struct service *svc)
         return -1;
     }
     service_set_state(svc, app);
-    if (tenants_register(h, app) != 0 || catalog_register(h, app) != 0) {
+    if (tenants_register(h, app) != 0 || catalog_register(h, app) != 0 ||
+        upload_register(h, app) != 0) {
         log_error("cannot register the factory API's routes");
         return -1;
     }

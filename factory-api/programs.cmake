@@ -3,7 +3,7 @@
 tp_program_objects(factory-api factory_objects)
 add_executable(tagproof-factory
   ${CMAKE_CURRENT_LIST_DIR}/main.c ${CMAKE_CURRENT_LIST_DIR}/tenants.c
-  ${CMAKE_CURRENT_LIST_DIR}/catalog.c ${factory_objects})
+  ${CMAKE_CURRENT_LIST_DIR}/catalog.c ${CMAKE_CURRENT_LIST_DIR}/upload.c ${factory_objects})
 target_include_directories(tagproof-factory PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(tagproof-factory PRIVATE tagproof_lib_all)
 add_executable(tagproof ${CMAKE_CURRENT_LIST_DIR}/cli.c ${CMAKE_CURRENT_LIST_DIR}/cli_merkle.c
