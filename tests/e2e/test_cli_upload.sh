@@ -30,7 +30,7 @@ upload() {
 }
 
 # A factory, its factory_user key, a product and two batches, through the API.
-json_post /v1/factories "$admin_key" '{"name":"CLI upload e2e"}'
+json_post /v1/factories "$admin_key" "{\"name\":\"CLI upload e2e $$-$RANDOM\"}"
 factory=$(jq_body .id)
 json_post /v1/api-keys "$admin_key" \
   "{\"factory_id\":\"$factory\",\"role\":\"factory_user\",\"name\":\"cli e2e\"}"
@@ -63,7 +63,7 @@ check "without a terminal there is no bar, only plain lines" \
 upload again --json --batch "$batch" "$work/good.csv"
 check "the same file again exits 0 (exit $rc)" test "$rc" = 0
 check "…and is the same upload (the default Idempotency-Key)" \
-  test "$(jq -r .id "$work/again.out")" = "$first_id"
+  test "$(jq -r .id "$work/again.out" 2>/dev/null)" = "${first_id:-none}"
 check "…which changed nothing" test "$(tags_in "$batch")" = 3000
 
 # On a terminal: a bar redrawn in place. The key comes from --api-key this time.
