@@ -220,7 +220,12 @@ static json_t *upload_wait(struct client *c, const char *path, struct progress *
         misses = 0;
         if ((res = upload_resource(&r)) == NULL)
             break;
+        /*
+         * The rows are read while the body streams in; what follows (the import itself) has
+         * no count to show, so the bar says what the upload is doing, and for how long.
+         */
         uint64_t done = upload_rows_done(res);
+        progress_note(bar, json_string_value(json_object_get(res, "status")));
         progress_update(bar, done, done > rows_estimate ? done : 0);
         if (upload_finished(res))
             break;

@@ -21,6 +21,7 @@ struct progress {
     char *label;
     enum progress_unit unit;
     uint64_t done, total;
+    char note[41];
     int64_t start_ns, drawn_ns;
 };
 
@@ -60,15 +61,18 @@ static void rate(char *out, size_t len, enum progress_unit unit, uint64_t done, 
 }
 
 size_t progress_format(char *out, size_t len, const char *label, enum progress_unit unit,
-                       uint64_t done, uint64_t total, double elapsed_s, int width)
+                       uint64_t done, uint64_t total, double elapsed_s, int width, const char *note)
 {
-    char d[32], t[32], r[48], right[128];
+    char d[32], t[32], r[64], right[160];
     int n;
 
     if (len == 0)
         return 0;
     progress_amount(d, sizeof(d), unit, done);
-    rate(r, sizeof(r), unit, done, elapsed_s);
+    if (note != NULL && note[0] != '\0')
+        snprintf(r, sizeof(r), "%.40s, %.0f s", note, elapsed_s);
+    else
+        rate(r, sizeof(r), unit, done, elapsed_s);
     if (total == 0) {
         n = snprintf(out, len, "%s %s%s%s", label, d, r[0] ? "  " : "", r);
     } else {
@@ -106,7 +110,7 @@ static void draw(struct progress *p, int64_t now)
 {
     char line[512];
     progress_format(line, sizeof(line), p->label, p->unit, p->done, p->total,
-                    (double)(now - p->start_ns) / 1e9, p->width - 1);
+                    (double)(now - p->start_ns) / 1e9, p->width - 1, p->note);
     /* Back to the line's start, the bar, and the rest of an older, longer line erased. */
     fprintf(p->out, "\r%s\033[K", line);
     fflush(p->out);
@@ -144,6 +148,12 @@ void progress_update(struct progress *p, uint64_t done, uint64_t total)
     int64_t now = now_ns();
     if (now - p->drawn_ns >= PROGRESS_REDRAW_NS)
         draw(p, now);
+}
+
+void progress_note(struct progress *p, const char *note)
+{
+    if (p != NULL)
+        snprintf(p->note, sizeof(p->note), "%s", note != NULL ? note : "");
 }
 
 void progress_end(struct progress *p, int finished)

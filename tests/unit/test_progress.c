@@ -26,7 +26,7 @@ static void test_bar_fits_the_terminal(void **state)
     (void)state;
     char s[512];
     size_t n = progress_format(s, sizeof(s), "upload", PROGRESS_BYTES, 512ull * 1024,
-                               1024ull * 1024, 2.0, 79);
+                               1024ull * 1024, 2.0, 79, NULL);
     assert_int_equal(n, strlen(s));
     assert_true(n <= 79);
     assert_non_null(strstr(s, " 50%"));
@@ -40,9 +40,9 @@ static void test_bar_fits_the_terminal(void **state)
     assert_int_equal(full, cells / 2);
 
     /* Narrow terminals keep a minimal bar; wide ones do not stretch it without end. */
-    n = progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 3, 4, 1.0, 20);
+    n = progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 3, 4, 1.0, 20, NULL);
     assert_true(strchr(s, ']') - strchr(s, '[') - 1 >= 10);
-    n = progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 3, 4, 1.0, 400);
+    n = progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 3, 4, 1.0, 400, "");
     assert_true(strchr(s, ']') - strchr(s, '[') - 1 <= 40);
     assert_non_null(strstr(s, " 75%  3 / 4  3 rows/s"));
 }
@@ -52,15 +52,19 @@ static void test_done_past_total_and_unknown_total(void **state)
     (void)state;
     char s[512];
     /* An estimate that was too low shows a full bar, never more than 100%. */
-    progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 12, 10, 0, 80);
+    progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 12, 10, 0, 80, NULL);
     assert_non_null(strstr(s, "100%"));
     assert_null(strchr(s, '.'));
     /* No total: the count, and no rate before any time has passed. */
-    progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 12, 0, 0, 80);
+    progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 12, 0, 0, 80, NULL);
     assert_string_equal(s, "rows 12");
     /* Truncation keeps the string terminated and says how much was written. */
-    assert_int_equal(progress_format(s, 5, "rows", PROGRESS_ROWS, 12, 0, 0, 80), 4);
+    assert_int_equal(progress_format(s, 5, "rows", PROGRESS_ROWS, 12, 0, 0, 80, NULL), 4);
     assert_string_equal(s, "rows");
+    /* A phase whose count stands still shows what happens and for how long instead. */
+    progress_format(s, sizeof(s), "rows", PROGRESS_ROWS, 10, 10, 12.4, 80, "processing");
+    assert_non_null(strstr(s, "100%  10 / 10  processing, 12 s"));
+    assert_null(strstr(s, "rows/s"));
 }
 
 static char *slurp(FILE *f)
