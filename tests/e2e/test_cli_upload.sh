@@ -94,12 +94,23 @@ fresh=$(stack_uuids 3)
 upload bad --batch "$batch2" "$work/bad.csv"
 check "a file with bad rows exits 1 (exit $rc)" test "$rc" = 1
 check "…saying it failed" grep -Eq '^upload [0-9a-f-]{36} failed: ' "$work/bad.out"
-for line in 3 5 6; do
+for line in 3 5; do
   check "…with the error of line $line (line, code, message)" grep -Eq "^line $line: [a-z_]+: .+" "$work/bad.out"
 done
 check "…and no error for a good line" bash -c "! grep -Eq '^line (2|4|7):' '$work/bad.out'"
 check "…and nothing imported" test "$(tags_in "$batch2")" = 2000
 [ "$rc" = 1 ] || cat "$work/bad.out" "$work/bad.err"
+
+# A well-formed file with one tag registered already: that line is named, nothing imported.
+{
+  echo tag_id
+  echo "$fresh" | sed -n 1p # line 2
+  echo "$registered"        # line 3
+} >"$work/taken.csv"
+upload taken --batch "$batch2" "$work/taken.csv"
+check "a file with a registered tag exits 1 (exit $rc)" test "$rc" = 1
+check "…naming its line" grep -Eq '^line 3: [a-z_]+: .+' "$work/taken.out"
+check "…and nothing imported" test "$(tags_in "$batch2")" = 2000
 
 upload skip --mode skip-invalid --batch "$batch2" "$work/bad.csv"
 check "--mode skip-invalid imports the good rows and exits 0 (exit $rc)" test "$rc" = 0
