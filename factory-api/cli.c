@@ -10,6 +10,7 @@
 
 #include "apikey.h"
 #include "cli_merkle.h"
+#include "cli_upload.h"
 #include "config.h"
 #include "schema.h"
 
@@ -141,6 +142,7 @@ static const struct command commands[] = {
     {"admin-key", "create an admin API key as the schema owner and print it", cmd_admin_key},
     {"merkle", "RFC 9162 roots, proofs and verification over standard input (`merkle` for usage)",
      cli_merkle},
+    {"upload", "upload a batch's tags from a CSV file and wait for the result", cli_upload},
     {"version", "print the version", cmd_version},
     {"help", "this text", cmd_help},
 };

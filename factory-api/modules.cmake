@@ -1,4 +1,8 @@
 # factory-api/: the factory API's own modules (linked into tagproof-factory only).
+# The command-line client's own pieces (requests to the API, progress for people), which
+# programs.cmake keeps out of tagproof-factory.
+tp_module(client DIR factory-api LIBS PkgConfig::LIBCURL PkgConfig::JANSSON)
+tp_module(progress DIR factory-api)
 tp_module(apikey DIR factory-api LIBS PkgConfig::OPENSSL)
 tp_module(ratelimit DIR factory-api DEPS redis LIBS PkgConfig::OPENSSL)
 tp_module(db DIR factory-api DEPS pg LIBS PkgConfig::LIBPQ)
