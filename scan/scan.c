@@ -50,7 +50,7 @@ struct scan_service {
     struct service *svc;
     const struct config *cfg;
     struct rules_config rules;
-    struct tagcache_windows windows;
+    struct tagcache_consts script_consts; /* the scripts' constant arguments */
     unsigned char salt[64];
     size_t salt_len;
     char *proxies[SCAN_MAX_PROXIES];
@@ -480,7 +480,7 @@ static void count_unknown(struct scan_req *r)
         finish(r);
         return;
     }
-    int argc = tagcache_unknown_args(&a, tagcache_unknown_sha(), r->client, &r->ss->windows);
+    int argc = tagcache_unknown_args(&a, &r->ss->script_consts, r->client, wall_ms());
     if (redis_command(r->w->redis, 0, on_unknown_counted, r, argc, a.argv, a.argvlen) != 0) {
         store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
         r->redis_unusable = 1;
@@ -590,8 +590,8 @@ static void fill_cache(struct scan_req *r)
     if (r->revoked)
         redis_commandf(r->w->redis, 0, ignore_reply, NULL, "SET %s 1", rv_key);
     free(info);
-    argc = tagcache_lookup_args(&a, tagcache_lookup_sha(), r->tag, r->client, r->has_loc, r->lat,
-                                r->lon, &r->ss->windows);
+    argc = tagcache_lookup_args(&a, &r->ss->script_consts, r->tag, r->client, r->has_loc, r->lat,
+                                r->lon, wall_ms());
     if (redis_command(r->w->redis, 0, on_filled, r, argc, a.argv, a.argvlen) != 0) {
         store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
         r->redis_unusable = 1;
@@ -752,8 +752,8 @@ static void lookup_cache(struct scan_req *r)
         lookup_db(r);
         return;
     }
-    int argc = tagcache_lookup_args(&a, tagcache_lookup_sha(), r->tag, r->client, r->has_loc,
-                                    r->lat, r->lon, &r->ss->windows);
+    int argc = tagcache_lookup_args(&a, &r->ss->script_consts, r->tag, r->client, r->has_loc,
+                                    r->lat, r->lon, wall_ms());
     if (redis_command(r->w->redis, 0, on_cache, r, argc, a.argv, a.argvlen) != 0) {
         store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
         r->redis_unusable = 1;
@@ -1065,13 +1065,16 @@ struct scan_service *scan_service_new(struct service *svc, char *err, size_t err
         snprintf(err, errlen, "anti-fraud rules: %s", why);
         goto fail;
     }
-    ss->windows = (struct tagcache_windows){
+    struct tagcache_windows windows = {
         .dedup_s = ss->rules.dedup_window_s,
         .velocity_s = ss->rules.velocity_window_s,
+        .velocity_max = ss->rules.velocity_max,
         .clone_s = ss->rules.clone_window_s,
+        .clone_max = ss->rules.clone_max_clients,
         .travel_s = ss->rules.travel_window_s,
         .enum_s = ss->rules.enum_window_s,
     };
+    tagcache_consts_init(&ss->script_consts, &windows);
     if (load_salt(ss, err, errlen) != 0 || load_proxies(ss, err, errlen) != 0)
         goto fail;
 
