@@ -30,6 +30,7 @@
 
 #include <event2/event.h>
 
+#include "answer.h"
 #include "breaker.h"
 #include "config.h"
 #include "events.h"
@@ -99,7 +100,11 @@ struct scan_req {
     enum scan_source source;
     int redis_unusable; /* Redis failed or its breaker refused during this request */
     int found;
-    json_t *info; /* {"product":…, "batch":…, "factory":…} */
+    /* The tag's data as JSON text, {"product":…, "batch":…, "factory":…}: what the cache
+     * holds, or built from the database row; info_parts points into it. */
+    char *info;
+    size_t info_len;
+    struct answer_info info_parts;
     char batch_id[UUID_STR_LEN + 1];
     char factory_id[UUID_STR_LEN + 1];
     int64_t first_ms;
@@ -130,14 +135,6 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void format_rfc3339(int64_t ms, char out[32])
-{
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void hmac_hex(const struct scan_service *ss, const char *data, char *out, size_t hexlen)
 {
     unsigned char md[32];
@@ -150,7 +147,7 @@ static void hmac_hex(const struct scan_service *ss, const char *data, char *out,
 
 static void scan_req_free(struct scan_req *r)
 {
-    json_decref(r->info);
+    free(r->info);
     free(r->user_agent);
     free(r);
 }
@@ -216,69 +213,103 @@ static void reply_unavailable(struct scan_req *r)
     scan_req_free(r);
 }
 
-static json_t *info_member(struct scan_req *r, const char *name)
+/* A string member of the tag's data, for the consumer page (which escapes it for HTML). */
+static const char *info_str(json_t *doc, const char *obj, const char *field)
 {
-    json_t *m = r->info != NULL ? json_object_get(r->info, name) : NULL;
-    return m != NULL ? json_incref(m) : json_object();
-}
-
-static const char *info_str(struct scan_req *r, const char *obj, const char *field)
-{
-    json_t *o = r->info != NULL ? json_object_get(r->info, obj) : NULL;
+    json_t *o = doc != NULL ? json_object_get(doc, obj) : NULL;
     return o != NULL ? json_string_value(json_object_get(o, field)) : NULL;
 }
 
+/* Takes len bytes of the tag's data (JSON text) as r's; -1 when it is not one JSON object. */
+static int info_take(struct scan_req *r, char *text, size_t len)
+{
+    free(r->info);
+    r->info = text;
+    r->info_len = len;
+    if (text != NULL && answer_info_parse(text, len, &r->info_parts) == 0)
+        return 0;
+    free(r->info);
+    r->info = NULL;
+    r->info_len = 0;
+    memset(&r->info_parts, 0, sizeof(r->info_parts));
+    return -1;
+}
+
+static void reply_page(struct scan_req *r, const struct rules_result *res, const char *first_at)
+{
+    const char *names[RULES_REASON_COUNT];
+    size_t n = 0;
+    unsigned it = res->reasons, bit;
+    json_t *doc = r->info != NULL ? json_loadb(r->info, r->info_len, 0, NULL) : NULL;
+    while ((bit = rules_reason_next(&it)) != 0 && n < RULES_REASON_COUNT)
+        names[n++] = rules_reason_name(bit);
+    struct page_view v = {
+        .state = rules_verdict_name(res->verdict),
+        .tag_id = r->tag,
+        .product_name = info_str(doc, "product", "name"),
+        .product_sku = info_str(doc, "product", "sku"),
+        .batch_code = info_str(doc, "batch", "code"),
+        .factory_name = info_str(doc, "factory", "name"),
+        .first_scan = r->first_scan,
+        .first_scanned_at = first_at[0] != '\0' ? first_at : NULL,
+        .scan_count = r->scan_count,
+        .reasons = names,
+        .reason_count = n,
+        .anchor_status = "pending",
+        .request_id = http_req_id(r->req),
+    };
+    size_t len = 0;
+    char *html = page_render(&v, &len);
+    http_reply(r->req, 200, "text/html; charset=utf-8", html, len);
+    free(html);
+    json_decref(doc);
+}
+
+/*
+ * The verdict JSON, written into one buffer with the tag's data spliced in as it came (see
+ * scan/answer.c), and handed to evhttp with one copy.
+ */
 static void reply_found(struct scan_req *r, const struct rules_result *res)
 {
-    const char *verdict = rules_verdict_name(res->verdict);
-    char first_at[32] = "";
-    if (r->first_ms > 0)
-        format_rfc3339(r->first_ms, first_at);
-    json_t *reasons = json_array();
+    const char *names[RULES_REASON_COUNT];
+    size_t nreasons = 0;
     unsigned it = res->reasons, bit;
-    while ((bit = rules_reason_next(&it)) != 0)
-        json_array_append_new(reasons, json_string(rules_reason_name(bit)));
+    char first_at[32] = "";
+    char small[2048], *buf = small;
 
+    if (r->first_ms > 0)
+        answer_time(r->first_ms, first_at);
     if (r->html) {
-        const char *names[RULES_REASON_COUNT];
-        size_t n = 0;
-        it = res->reasons;
-        while ((bit = rules_reason_next(&it)) != 0 && n < RULES_REASON_COUNT)
-            names[n++] = rules_reason_name(bit);
-        struct page_view v = {
-            .state = verdict,
-            .tag_id = r->tag,
-            .product_name = info_str(r, "product", "name"),
-            .product_sku = info_str(r, "product", "sku"),
-            .batch_code = info_str(r, "batch", "code"),
-            .factory_name = info_str(r, "factory", "name"),
-            .first_scan = r->first_scan,
-            .first_scanned_at = first_at[0] != '\0' ? first_at : NULL,
-            .scan_count = r->scan_count,
-            .reasons = names,
-            .reason_count = n,
-            .anchor_status = "pending",
-            .request_id = http_req_id(r->req),
-        };
-        size_t len = 0;
-        char *html = page_render(&v, &len);
-        http_reply(r->req, 200, "text/html; charset=utf-8", html, len);
-        free(html);
-        json_decref(reasons);
+        reply_page(r, res, first_at);
         return;
     }
-
-    json_t *risk = json_pack("{s:i, s:o}", "score", res->score, "reasons", reasons);
-    if (res->degraded)
-        json_object_set_new(risk, "degraded", json_true());
-    json_t *body = json_pack(
-        "{s:s, s:s, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:{s:s}, s:s}", "tag_id", r->tag, "verdict",
-        verdict, "product", info_member(r, "product"), "batch", info_member(r, "batch"), "factory",
-        info_member(r, "factory"), "first_scan", r->first_scan, "first_scanned_at",
-        first_at[0] != '\0' ? json_string(first_at) : json_null(), "scan_count",
-        r->scan_count > 0 ? json_integer(r->scan_count) : json_null(), "risk", risk, "anchor",
-        "status", "pending", "source", r->source == SOURCE_CACHE ? "cache" : "database");
-    http_reply_json(r->req, 200, body);
+    while ((bit = rules_reason_next(&it)) != 0 && nreasons < RULES_REASON_COUNT)
+        names[nreasons++] = rules_reason_name(bit);
+    struct answer_fields f = {
+        .tag_id = r->tag,
+        .verdict = rules_verdict_name(res->verdict),
+        .info = &r->info_parts,
+        .first_scan = r->first_scan,
+        .first_ms = r->first_ms,
+        .scan_count = r->scan_count,
+        .score = res->score,
+        .reasons = names,
+        .nreasons = nreasons,
+        .degraded = res->degraded,
+        .source = r->source == SOURCE_CACHE ? "cache" : "database",
+    };
+    size_t n = answer_verdict(&f, buf, sizeof(small));
+    if (n > sizeof(small)) {
+        /* Unusually long names: a buffer of the size needed. */
+        if ((buf = malloc(n)) == NULL) {
+            http_reply_problem(r->req, 500, NULL, NULL, "out of memory", NULL);
+            return;
+        }
+        answer_verdict(&f, buf, n);
+    }
+    http_reply(r->req, 200, "application/json", buf, n);
+    if (buf != small)
+        free(buf);
 }
 
 static void reply_unknown(struct scan_req *r, const struct rules_result *res)
@@ -567,16 +598,14 @@ static void fill_cache(struct scan_req *r)
     struct tagcache_fill f;
     struct tagcache_args a;
     char ttl[16], rv_key[64];
-    char *info = NULL;
 
-    if (r->redis_unusable || !store_allow(r, SERVICE_REDIS)) {
+    if (r->redis_unusable || r->info == NULL || !store_allow(r, SERVICE_REDIS)) {
         r->redis_unusable = 1;
         finish(r);
         return;
     }
-    info = json_dumps(r->info, JSON_COMPACT);
     /* The first-scan time goes in with HSETNX: one the cache already holds wins. */
-    int argc = tagcache_fill_args(&f, r->tag, info, r->batch_id, 0);
+    int argc = tagcache_fill_args(&f, r->tag, r->info, r->batch_id, 0);
     snprintf(ttl, sizeof(ttl), "%d", r->ss->cfg->cache_ttl_s);
     tagcache_revoked_key(rv_key, sizeof(rv_key), r->batch_id);
     /* One round trip: the writes and the lookup script leave together (pipelining). */
@@ -589,7 +618,6 @@ static void fill_cache(struct scan_req *r)
     redis_commandf(r->w->redis, 0, ignore_reply, NULL, "EXPIRE %s %s", f.key, ttl);
     if (r->revoked)
         redis_commandf(r->w->redis, 0, ignore_reply, NULL, "SET %s 1", rv_key);
-    free(info);
     argc = tagcache_lookup_args(&a, &r->ss->script_consts, r->tag, r->client, r->has_loc, r->lat,
                                 r->lon, wall_ms());
     if (redis_command(r->w->redis, 0, on_filled, r, argc, a.argv, a.argvlen) != 0) {
@@ -603,13 +631,14 @@ static void fill_cache(struct scan_req *r)
 
 static void after_db(struct scan_req *r);
 
-static json_t *info_from_row(const PGresult *res)
+/* The tag's data from its row, as the cache holds it; r->info stays NULL when out of memory. */
+static void info_from_row(struct scan_req *r, const PGresult *res)
 {
-    return json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s}, s:{s:s, s:s}}", "product", "id",
-                     PQgetvalue(res, 0, 4), "sku", PQgetvalue(res, 0, 5), "name",
-                     PQgetvalue(res, 0, 6), "batch", "id", PQgetvalue(res, 0, 1), "code",
-                     PQgetvalue(res, 0, 2), "factory", "id", PQgetvalue(res, 0, 7), "name",
-                     PQgetvalue(res, 0, 8));
+    size_t len = 0;
+    char *text = answer_info_build(
+        PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6), PQgetvalue(res, 0, 1),
+        PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 7), PQgetvalue(res, 0, 8), &len);
+    info_take(r, text, len);
 }
 
 static void on_db_first(void *arg, const struct pg_result_info *res)
@@ -649,7 +678,7 @@ static void on_db_lookup(void *arg, const struct pg_result_info *res)
         return;
     }
     r->found = 1;
-    r->info = info_from_row(res->res);
+    info_from_row(r, res->res);
     snprintf(r->batch_id, sizeof(r->batch_id), "%s", PQgetvalue(res->res, 0, 1));
     snprintf(r->factory_id, sizeof(r->factory_id), "%s", PQgetvalue(res->res, 0, 7));
     r->revoked = PQgetvalue(res->res, 0, 3)[0] == 't';
@@ -720,20 +749,22 @@ static void on_cache(void *arg, enum redis_status st, const redisReply *reply)
         return;
     }
     metric_inc(r->ss->cache, "hit");
-    json_error_t jerr;
-    r->info = json_loadb(h.info, h.info_len, 0, &jerr);
-    if (r->info == NULL || strlen(h.batch_id) != UUID_STR_LEN) {
+    /* The reply goes away with this callback; the answer may be sent later. */
+    char *text = malloc(h.info_len + 1);
+    if (text != NULL) {
+        memcpy(text, h.info, h.info_len);
+        text[h.info_len] = '\0';
+    }
+    if (info_take(r, text, h.info_len) != 0 || strlen(h.batch_id) != UUID_STR_LEN) {
         /* A damaged cache entry is treated as a miss; the database refills it. */
-        json_decref(r->info);
-        r->info = NULL;
+        info_take(r, NULL, 0);
         lookup_db(r);
         return;
     }
     r->source = SOURCE_CACHE;
     r->found = 1;
     snprintf(r->batch_id, sizeof(r->batch_id), "%s", h.batch_id);
-    const char *fid = info_str(r, "factory", "id");
-    snprintf(r->factory_id, sizeof(r->factory_id), "%s", fid != NULL ? fid : "");
+    memcpy(r->factory_id, r->info_parts.factory_id, sizeof(r->factory_id));
     r->first_ms = h.first_ms;
     r->first_scan = h.first_scan;
     r->revoked = h.revoked;
