@@ -81,6 +81,8 @@ struct scan_worker {
     size_t head, count;
     struct event *flush;
     unsigned in_flight; /* replays sent and not yet answered */
+    /* Activated when the worker's first log line of a loop turn is buffered; writes them. */
+    struct event *log_flush;
 };
 
 enum scan_source { SOURCE_CACHE, SOURCE_DATABASE };
@@ -950,6 +952,25 @@ static const char sql_first[] =
     " RETURNING (extract(epoch FROM t.first_scanned_at) * 1000)::bigint,"
     "   old.first_scanned_at IS NULL";
 
+static void log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    log_flush();
+}
+
+/*
+ * Runs inside log_emit() on this worker's thread: the flush event runs after the callbacks
+ * already due in this loop turn, so their lines (access lines included) leave in one write.
+ */
+static void log_wake(void *arg)
+{
+    struct scan_worker *sw = arg;
+    event_active(sw->log_flush, EV_TIMEOUT, 0);
+}
+
+/* Runs on the worker's thread, before it serves. */
 void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
 {
     struct scan_worker *sw = calloc(1, sizeof(*sw));
@@ -960,11 +981,13 @@ void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
     sw->w = w;
     sw->backlog = calloc(SCAN_BACKLOG_MAX, sizeof(*sw->backlog));
     sw->flush = event_new(w->base, -1, EV_PERSIST, backlog_flush, sw);
-    if (sw->backlog == NULL || sw->flush == NULL) {
+    sw->log_flush = event_new(w->base, -1, 0, log_flush_cb, sw);
+    if (sw->backlog == NULL || sw->flush == NULL || sw->log_flush == NULL) {
         scan_worker_free(sw);
         return NULL;
     }
     event_add(sw->flush, &every);
+    log_buffer_start(log_wake, sw);
     if (w->pg != NULL) {
         if (pg_pool_prepare(w->pg, "scan_lookup", sql_lookup, 1) != 0 ||
             pg_pool_prepare(w->pg, "scan_first", sql_first, 2) != 0)
@@ -984,6 +1007,10 @@ void scan_worker_free(void *arg)
         return;
     if (sw->count > 0)
         log_warn("%zu scan events could not be added to the stream before shutdown", sw->count);
+    if (sw->log_flush != NULL) {
+        log_buffer_stop();
+        event_free(sw->log_flush);
+    }
     if (sw->flush != NULL)
         event_free(sw->flush);
     free(sw->backlog);
