@@ -25,8 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include <event2/event.h>
 
@@ -81,6 +83,11 @@ struct scan_worker {
     size_t head, count;
     struct event *flush;
     unsigned in_flight; /* replays sent and not yet answered */
+    /*
+     * The client-IP HMAC, keyed with the salt once: OpenSSL 3's one-shot HMAC() looks the
+     * algorithm up and keys a new context on every call.
+     */
+    EVP_MAC_CTX *mac;
     /* Activated when the worker's first log line of a loop turn is buffered; writes them. */
     struct event *log_flush;
 };
@@ -137,14 +144,27 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void hmac_hex(const struct scan_service *ss, const char *data, char *out, size_t hexlen)
+/* HMAC-SHA256 of data with the worker's keyed context, as lower-case hex and a NUL. */
+static void hmac_hex(struct scan_worker *sw, const char *data, char out[65])
 {
+    static const char hex[] = "0123456789abcdef";
     unsigned char md[32];
-    unsigned int n = 0;
-    HMAC(EVP_sha256(), ss->salt, (int)ss->salt_len, (const unsigned char *)data, strlen(data), md,
-         &n);
-    for (size_t i = 0; i < n && 2 * i + 2 <= hexlen; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    size_t n = 0;
+    /* A NULL key re-initialises the context with the key it already holds. */
+    if (EVP_MAC_init(sw->mac, NULL, 0, NULL) != 1 ||
+        EVP_MAC_update(sw->mac, (const unsigned char *)data, strlen(data)) != 1 ||
+        EVP_MAC_final(sw->mac, md, &n, sizeof(md)) != 1 || n != sizeof(md)) {
+        /* Never expected; an all-zero hash would merge clients, so hash the slow way. */
+        const struct scan_service *ss = sw->ss;
+        unsigned int len = 0;
+        HMAC(EVP_sha256(), ss->salt, (int)ss->salt_len, (const unsigned char *)data, strlen(data),
+             md, &len);
+    }
+    for (size_t i = 0; i < sizeof(md); i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
 }
 
 static void scan_req_free(struct scan_req *r)
@@ -907,13 +927,14 @@ static void scan_start(struct http_req *req, struct scan_service *ss, int html)
     const char *ua = http_req_header(req, "User-Agent");
     r->user_agent = strndup(ua != NULL ? ua : "", 512);
     client_ip(r, ip, sizeof(ip));
-    hmac_hex(ss, ip, r->ip_hash, sizeof(r->ip_hash));
+    struct scan_worker *sw = r->w->program;
+    hmac_hex(sw, ip, r->ip_hash);
     const char *device = http_req_header(req, "X-Device-Id");
     if (sane_device_id(device)) {
         char h[65];
         char keyed[160];
         snprintf(keyed, sizeof(keyed), "device:%s", device);
-        hmac_hex(ss, keyed, h, sizeof(h));
+        hmac_hex(sw, keyed, h);
         snprintf(r->client, sizeof(r->client), "d%.32s", h);
     } else {
         snprintf(r->client, sizeof(r->client), "i%.32s", r->ip_hash);
@@ -970,6 +991,21 @@ static void log_wake(void *arg)
     event_active(sw->log_flush, EV_TIMEOUT, 0);
 }
 
+static EVP_MAC_CTX *mac_new(const struct scan_service *ss)
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    EVP_MAC_free(mac); /* the context holds its own reference */
+    if (ctx != NULL && EVP_MAC_init(ctx, ss->salt, ss->salt_len, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
 /* Runs on the worker's thread, before it serves. */
 void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
 {
@@ -982,7 +1018,8 @@ void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
     sw->backlog = calloc(SCAN_BACKLOG_MAX, sizeof(*sw->backlog));
     sw->flush = event_new(w->base, -1, EV_PERSIST, backlog_flush, sw);
     sw->log_flush = event_new(w->base, -1, 0, log_flush_cb, sw);
-    if (sw->backlog == NULL || sw->flush == NULL || sw->log_flush == NULL) {
+    sw->mac = mac_new(ss);
+    if (sw->backlog == NULL || sw->flush == NULL || sw->log_flush == NULL || sw->mac == NULL) {
         scan_worker_free(sw);
         return NULL;
     }
@@ -1013,6 +1050,7 @@ void scan_worker_free(void *arg)
     }
     if (sw->flush != NULL)
         event_free(sw->flush);
+    EVP_MAC_CTX_free(sw->mac);
     free(sw->backlog);
     free(sw);
 }
