@@ -3,7 +3,8 @@
  *
  *   scan_start      validate the id, the location and who is asking
  *   lookup_cache    one Lua script in Redis: tag data, first scan, recall, rule state
- *   lookup_db       on a miss, a timeout or an open Redis breaker: PostgreSQL
+ *   lookup_db       on a miss, a timeout or an open Redis breaker: PostgreSQL, one statement
+ *                   for the worker's scans that wait for it together
  *   fill_cache      after the database answered: refill Redis and read the rule state
  *   record_first    a first scan decided in Redis is written to PostgreSQL at once
  *   finish          rules → answer (JSON or page) → scan event
@@ -90,6 +91,10 @@ struct scan_worker {
     EVP_MAC_CTX *mac;
     /* Activated when the worker's first log line of a loop turn is buffered; writes them. */
     struct event *log_flush;
+    /* Scans waiting for a database lookup (see lookup_db), oldest first. */
+    struct scan_req *db_head, *db_tail;
+    unsigned db_in_flight; /* lookup statements sent and not yet answered */
+    struct event *db_ev;   /* sends what waits, after the callbacks due in this loop turn */
 };
 
 enum scan_source { SOURCE_CACHE, SOURCE_DATABASE };
@@ -126,6 +131,7 @@ struct scan_req {
 
     uint64_t gen; /* breaker generation of the call in flight */
     int64_t call_started;
+    struct scan_req *db_next; /* in the worker's queue of database lookups */
 };
 
 /* --- small helpers ------------------------------------------------------------------- */
@@ -653,16 +659,6 @@ static void fill_cache(struct scan_req *r)
 
 static void after_db(struct scan_req *r);
 
-/* The tag's data from its row, as the cache holds it; r->info stays NULL when out of memory. */
-static void info_from_row(struct scan_req *r, const PGresult *res)
-{
-    size_t len = 0;
-    char *text = answer_info_build(
-        PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6), PQgetvalue(res, 0, 1),
-        PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 7), PQgetvalue(res, 0, 8), &len);
-    info_take(r, text, len);
-}
-
 static void on_db_first(void *arg, const struct pg_result_info *res)
 {
     struct scan_req *r = arg;
@@ -683,28 +679,40 @@ static void on_db_first(void *arg, const struct pg_result_info *res)
     after_db(r);
 }
 
-static void on_db_lookup(void *arg, const struct pg_result_info *res)
+/* The columns of sql_lookup. */
+enum {
+    COL_TAG,
+    COL_FIRST_MS,
+    COL_BATCH_ID,
+    COL_BATCH_CODE,
+    COL_REVOKED,
+    COL_PRODUCT_ID,
+    COL_SKU,
+    COL_NAME,
+    COL_FACTORY_ID,
+    COL_FACTORY_NAME,
+};
+
+/* What the database said about r's tag: row of res, or -1 when it is not registered. */
+static void on_db_row(struct scan_req *r, const PGresult *res, int row)
 {
-    struct scan_req *r = arg;
-    store_record(r, SERVICE_PG, pg_outcome(res->status));
-    if (res->status != PG_OK) {
-        log_emit(
-            LOG_WARN, http_req_id(r->req), "scan lookup failed",
-            json_pack("{s:s, s:s}", "store", "postgresql", "error", pg_status_str(res->status)));
-        reply_unavailable(r);
-        return;
-    }
     r->source = SOURCE_DATABASE;
-    if (PQntuples(res->res) == 0) {
+    if (row < 0) {
         count_unknown(r);
         return;
     }
     r->found = 1;
-    info_from_row(r, res->res);
-    snprintf(r->batch_id, sizeof(r->batch_id), "%s", PQgetvalue(res->res, 0, 1));
-    snprintf(r->factory_id, sizeof(r->factory_id), "%s", PQgetvalue(res->res, 0, 7));
-    r->revoked = PQgetvalue(res->res, 0, 3)[0] == 't';
-    if (PQgetisnull(res->res, 0, 0)) {
+    size_t len = 0;
+    char *text = answer_info_build(
+        PQgetvalue(res, row, COL_PRODUCT_ID), PQgetvalue(res, row, COL_SKU),
+        PQgetvalue(res, row, COL_NAME), PQgetvalue(res, row, COL_BATCH_ID),
+        PQgetvalue(res, row, COL_BATCH_CODE), PQgetvalue(res, row, COL_FACTORY_ID),
+        PQgetvalue(res, row, COL_FACTORY_NAME), &len);
+    info_take(r, text, len); /* r->info stays NULL when out of memory */
+    snprintf(r->batch_id, sizeof(r->batch_id), "%s", PQgetvalue(res, row, COL_BATCH_ID));
+    snprintf(r->factory_id, sizeof(r->factory_id), "%s", PQgetvalue(res, row, COL_FACTORY_ID));
+    r->revoked = PQgetvalue(res, row, COL_REVOKED)[0] == 't';
+    if (PQgetisnull(res, row, COL_FIRST_MS)) {
         const char *params[2] = {r->tag, NULL};
         if (store_allow(r, SERVICE_PG)) {
             if (pg_query_prepared(r->w->pg, 0, on_db_first, r, "scan_first", 2, params) == 0)
@@ -715,7 +723,7 @@ static void on_db_lookup(void *arg, const struct pg_result_info *res)
         r->first_pending = 1;
         r->first_ms = wall_ms();
     } else {
-        r->first_ms = strtoll(PQgetvalue(res->res, 0, 0), NULL, 10);
+        r->first_ms = strtoll(PQgetvalue(res, row, COL_FIRST_MS), NULL, 10);
     }
     after_db(r);
 }
@@ -725,17 +733,125 @@ static void after_db(struct scan_req *r)
     fill_cache(r);
 }
 
+/*
+ * Database lookups are coalesced per worker: a scan that needs PostgreSQL joins the worker's
+ * queue, and the queue leaves as one statement (tag_id = ANY($1), at most SCAN_DB_BATCH
+ * tags) once fewer than SCAN_DB_IN_FLIGHT of the worker's lookups are under way. Under load
+ * one statement and one round trip then answer many scans — each still from the database as
+ * it stands when the statement runs — instead of one each; alone, a scan waits for nothing
+ * but the end of the current loop turn. The statement is one call to the breaker; its
+ * outcome is every scan's.
+ */
+#define SCAN_DB_BATCH 64
+#define SCAN_DB_IN_FLIGHT 2
+
+struct db_lookup {
+    struct scan_worker *sw;
+    struct scan_req *reqs[SCAN_DB_BATCH];
+    int n;
+    uint64_t gen;
+    int64_t started;
+};
+
+static void db_fail(struct scan_req *r, enum pg_status st)
+{
+    log_emit(LOG_WARN, http_req_id(r->req), "scan lookup failed",
+             json_pack("{s:s, s:s}", "store", "postgresql", "error", pg_status_str(st)));
+    reply_unavailable(r);
+}
+
+/* The row of res for tag (rows are few: a linear search), or -1. */
+static int db_row_of(const PGresult *res, const char *tag)
+{
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows; i++)
+        if (strcmp(PQgetvalue(res, i, COL_TAG), tag) == 0)
+            return i;
+    return -1;
+}
+
+static void on_db_lookups(void *arg, const struct pg_result_info *res)
+{
+    struct db_lookup *l = arg;
+    struct scan_worker *sw = l->sw;
+    enum breaker_outcome o = pg_outcome(res->status);
+
+    sw->db_in_flight--;
+    breaker_record(service_breaker(sw->ss->svc, SERVICE_PG), l->gen, o, mono_ms() - l->started);
+    /* More may leave now; from the loop, after these scans have gone on. */
+    if (sw->db_head != NULL)
+        event_active(sw->db_ev, EV_TIMEOUT, 0);
+    for (int i = 0; i < l->n; i++) {
+        struct scan_req *r = l->reqs[i];
+        if (res->status != PG_OK)
+            db_fail(r, res->status);
+        else
+            on_db_row(r, res->res, db_row_of(res->res, r->tag));
+    }
+    free(l);
+}
+
+/* Sends the scans waiting for the database, as many statements as may be under way. */
+static void db_dispatch(evutil_socket_t fd, short what, void *arg)
+{
+    struct scan_worker *sw = arg;
+    struct breaker *b = service_breaker(sw->ss->svc, SERVICE_PG);
+    char tags[SCAN_DB_BATCH * (UUID_STR_LEN + 1) + 3];
+    (void)fd;
+    (void)what;
+
+    while (sw->db_head != NULL && sw->db_in_flight < SCAN_DB_IN_FLIGHT) {
+        struct db_lookup *l = malloc(sizeof(*l));
+        if (l == NULL)
+            break; /* the requests wait for the next lookup's answer */
+        l->sw = sw;
+        l->n = 0;
+        /* The array literal {uuid,uuid,...}: ids are canonical, nothing to quote. */
+        size_t len = 0;
+        tags[len++] = '{';
+        while (sw->db_head != NULL && l->n < SCAN_DB_BATCH) {
+            struct scan_req *r = sw->db_head;
+            sw->db_head = r->db_next;
+            r->db_next = NULL;
+            if (l->n > 0)
+                tags[len++] = ',';
+            memcpy(tags + len, r->tag, UUID_STR_LEN);
+            len += UUID_STR_LEN;
+            l->reqs[l->n++] = r;
+        }
+        if (sw->db_head == NULL)
+            sw->db_tail = NULL;
+        tags[len++] = '}';
+        tags[len] = '\0';
+
+        const char *params[1] = {tags};
+        int sent = sw->w->pg != NULL && breaker_allow(b, &l->gen);
+        if (sent) {
+            l->started = mono_ms();
+            if (pg_query_prepared(sw->w->pg, 0, on_db_lookups, l, "scan_lookup", 1, params) == 0) {
+                sw->db_in_flight++;
+                continue;
+            }
+            breaker_record(b, l->gen, BREAKER_FAILURE, 0);
+        }
+        /* The breaker is open or the statement could not be sent: the answer is not known. */
+        for (int i = 0; i < l->n; i++)
+            reply_unavailable(l->reqs[i]);
+        free(l);
+    }
+}
+
 static void lookup_db(struct scan_req *r)
 {
-    const char *params[1] = {r->tag};
-    if (!store_allow(r, SERVICE_PG)) {
-        reply_unavailable(r);
-        return;
-    }
-    if (pg_query_prepared(r->w->pg, 0, on_db_lookup, r, "scan_lookup", 1, params) != 0) {
-        store_record(r, SERVICE_PG, BREAKER_FAILURE);
-        reply_unavailable(r);
-    }
+    struct scan_worker *sw = r->w->program;
+    r->db_next = NULL;
+    if (sw->db_tail != NULL)
+        sw->db_tail->db_next = r;
+    else
+        sw->db_head = r;
+    sw->db_tail = r;
+    if (sw->db_in_flight < SCAN_DB_IN_FLIGHT)
+        event_active(sw->db_ev, EV_TIMEOUT, 0);
 }
 
 /* --- lookup_cache: one Lua script in Redis ----------------------------------------------- */
@@ -954,11 +1070,12 @@ static void handle_page(struct http_req *req, void *arg)
 
 /* --- setup ---------------------------------------------------------------------------------- */
 
+/* The tags of one coalesced lookup (lookup_db), $1 an array of ids; a row per registered one. */
 static const char sql_lookup[] =
-    "SELECT (extract(epoch FROM t.first_scanned_at) * 1000)::bigint, b.id, b.code,"
+    "SELECT t.tag_id, (extract(epoch FROM t.first_scanned_at) * 1000)::bigint, b.id, b.code,"
     " b.revoked_at IS NOT NULL, p.id, p.sku, p.name, f.id, f.name"
     " FROM tags t JOIN batches b ON b.id = t.batch_id JOIN products p ON p.id = t.product_id"
-    " JOIN factories f ON f.id = t.factory_id WHERE t.tag_id = $1";
+    " JOIN factories f ON f.id = t.factory_id WHERE t.tag_id = ANY($1::uuid[])";
 /*
  * Records a first scan and answers with what is stored: the time (the given one, $2 ms, or
  * the server's clock when $2 is NULL) and whether this call set it. The row lock makes
@@ -1018,8 +1135,10 @@ void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
     sw->backlog = calloc(SCAN_BACKLOG_MAX, sizeof(*sw->backlog));
     sw->flush = event_new(w->base, -1, EV_PERSIST, backlog_flush, sw);
     sw->log_flush = event_new(w->base, -1, 0, log_flush_cb, sw);
+    sw->db_ev = event_new(w->base, -1, 0, db_dispatch, sw);
     sw->mac = mac_new(ss);
-    if (sw->backlog == NULL || sw->flush == NULL || sw->log_flush == NULL || sw->mac == NULL) {
+    if (sw->backlog == NULL || sw->flush == NULL || sw->log_flush == NULL || sw->db_ev == NULL ||
+        sw->mac == NULL) {
         scan_worker_free(sw);
         return NULL;
     }
@@ -1042,6 +1161,13 @@ void scan_worker_free(void *arg)
     struct scan_worker *sw = arg;
     if (sw == NULL)
         return;
+    /* The store clients are gone (freed first): scans still waiting for one cannot be known. */
+    for (struct scan_req *r; (r = sw->db_head) != NULL;) {
+        sw->db_head = r->db_next;
+        reply_unavailable(r);
+    }
+    if (sw->db_ev != NULL)
+        event_free(sw->db_ev);
     if (sw->count > 0)
         log_warn("%zu scan events could not be added to the stream before shutdown", sw->count);
     if (sw->log_flush != NULL) {
