@@ -338,10 +338,54 @@ static void line_redacted(struct line *l, const char *s)
     free(r);
 }
 
+/*
+ * A real with at most three decimals and six digits (a latency in ms to the microsecond, the
+ * usual real of a log line), written as line_real would write it, without printf. 0 when v
+ * is not such a number.
+ */
+static int line_real_short(struct line *l, double v)
+{
+    char buf[16];
+    size_t n = 0;
+    if (!(v > -1000.0 && v < 1000.0) || (v == 0.0 && signbit(v)))
+        return 0;
+    long long k = (long long)(v * 1000.0 + (v < 0 ? -0.5 : 0.5)); /* |v * 1000| < 10^6 */
+    if ((double)k / 1000.0 != v)
+        return 0;
+    if (k < 0) {
+        buf[n++] = '-';
+        k = -k;
+    }
+    /* %.6g of k / 1000 with |k| < 10^6: fixed notation, trailing zeros dropped. */
+    long long whole = k / 1000, frac = k % 1000;
+    char digits[8];
+    size_t d = 0;
+    do {
+        digits[d++] = (char)('0' + whole % 10);
+        whole /= 10;
+    } while (whole > 0);
+    while (d > 0)
+        buf[n++] = digits[--d];
+    buf[n++] = '.';
+    if (frac == 0) {
+        buf[n++] = '0'; /* jansson's ".0" on a whole number */
+    } else {
+        buf[n++] = (char)('0' + frac / 100);
+        buf[n++] = (char)('0' + frac / 10 % 10);
+        buf[n++] = (char)('0' + frac % 10);
+        while (buf[n - 1] == '0')
+            n--;
+    }
+    line_put(l, buf, n);
+    return 1;
+}
+
 /* A real as jansson writes it with JSON_REAL_PRECISION(6): %.6g, always with '.' or 'e'. */
 static void line_real(struct line *l, double v)
 {
     char buf[40];
+    if (line_real_short(l, v))
+        return;
     int n = snprintf(buf, sizeof(buf) - 2, "%.6g", v);
     if (n <= 0 || (size_t)n >= sizeof(buf) - 2 || !isfinite(v)) {
         LINE_LIT(l, "null");
