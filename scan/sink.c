@@ -86,7 +86,7 @@ struct sink {
     struct redis_client *redis;
     struct pg_pool *pg;
     char *stream, *group, *consumer;
-    int batch_max, block_ms, redis_timeout_ms, pg_timeout_ms;
+    int batch_max, linger_ms, block_ms, redis_timeout_ms, pg_timeout_ms;
     int claim_idle_ms, claim_interval_ms, trim_interval_ms, partition_interval_ms;
     int backoff_min_ms, backoff_max_ms, commit_delay_ms;
     int64_t max_age_ms, max_future_ms;
@@ -994,8 +994,13 @@ static void on_acked(void *arg, enum redis_status st, const redisReply *reply)
     s->stats.batches_ok++;
     metric_inc(s->m.batches, "ok");
     s->failures = 0;
+    bool small = s->src == SRC_NEW && s->n < s->batch_max / 2;
     batch_clear(s);
-    sink_step(s);
+    /* A small batch: the stream is drained as fast as it fills. Let the next one grow. */
+    if (small && !s->stopping)
+        sink_wait(s, s->linger_ms);
+    else
+        sink_step(s);
 }
 
 static void batch_ack(struct sink *s)
@@ -1459,6 +1464,7 @@ struct sink *sink_new(struct event_base *base, struct redis_client *redis, struc
     s->group = sink_strdup(opt->group != NULL ? opt->group : SINK_GROUP_DEFAULT);
     s->consumer = sink_strdup(opt->consumer);
     s->batch_max = opt_or(opt->batch_max, 500);
+    s->linger_ms = opt_or(opt->linger_ms, 100);
     s->block_ms = opt_or(opt->block_ms, 1000);
     s->redis_timeout_ms = opt_or(opt->redis_timeout_ms, 2000);
     s->pg_timeout_ms = opt_or(opt->pg_timeout_ms, 10000);

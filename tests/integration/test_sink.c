@@ -548,6 +548,32 @@ static void test_redis_restart_without_data_recreates_the_group(void **state)
     ts_redis_destroy(&r);
 }
 
+/*
+ * A trickle of events while the sink lingers after each small batch: they are stored in a few
+ * batches, not one each, and all of them.
+ */
+static void test_small_batches_linger(void **state)
+{
+    struct t *t = *state;
+    struct sks_run *run = &t->run;
+    sks_run_init(run, "linger", t->owner, 1);
+    struct sink_options o = sks_options(run, "linger-a");
+    o.linger_ms = 400;
+    sks_sink_start(&t->a, &o, pg_url, redis_url);
+    if (sks_wait(&t->a, partitions_ensured, &t->a, 5000) < 0)
+        fail_msg("no partition run within 5 s");
+    for (int i = 0; i < 40; i++) {
+        struct scan_event ev = sks_event(run, run->tags[0], i);
+        sks_xadd(t->rc, run, &ev, NULL, 0);
+        sks_run_for(t->a.base, 10);
+    }
+    wait_stored(t, &t->a, 40, 0, 8000);
+    uint64_t batches = sks_stats(&t->a).batches_ok;
+    if (batches > 6)
+        fail_msg("40 events over ~400 ms took %llu batches", (unsigned long long)batches);
+    sks_sink_stop(&t->a);
+}
+
 static void test_options_are_checked(void **state)
 {
     (void)state;
@@ -599,6 +625,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_freed_mid_batch_entries_are_claimed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_restart_without_data_recreates_the_group, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_small_batches_linger, setup, teardown),
         cmocka_unit_test(test_options_are_checked),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
