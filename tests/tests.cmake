@@ -13,3 +13,8 @@ if(TARGET test_page)
            COMMAND bash ${CMAKE_SOURCE_DIR}/tests/browser/check_states.sh $<TARGET_FILE:test_page>)
   set_tests_properties(browser_page_states PROPERTIES LABELS browser TIMEOUT 300)
 endif()
+
+# test_answer checks scan/answer against jansson, which the module itself does not use.
+if(TARGET test_answer)
+  target_link_libraries(test_answer PRIVATE PkgConfig::JANSSON)
+endif()

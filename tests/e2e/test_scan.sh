@@ -79,6 +79,35 @@ sleep 0.3
 db_first=$(psql "$TAGPROOF_TEST_PG_OWNER_URL" -Atc "SELECT first_scanned_at IS NOT NULL FROM tags WHERE tag_id = '$tag'")
 check "the first scan is recorded in PostgreSQL" test "$db_first" = t
 
+# Concurrent database lookups (uncached tags and unregistered ids) go to PostgreSQL together,
+# in one statement per worker: each scan still gets the answer for its own id.
+pids=()
+for i in $(seq 10 19); do
+  curl -sS -A "$ua" -H "X-Device-Id: batch-$i" -o "$work/batch-$i" -w '%{http_code}' \
+    "$base/v1/scan/${tags[$i]}" >"$work/batch-$i.code" &
+  pids+=($!)
+done
+for i in $(seq 1 5); do
+  u=$(cat /proc/sys/kernel/random/uuid)
+  echo "$u" >"$work/nobody-$i.id"
+  curl -sS -A "$ua" -H "X-Device-Id: batch-n$i" -o "$work/nobody-$i" -w '%{http_code}' \
+    "$base/v1/scan/$u" >"$work/nobody-$i.code" &
+  pids+=($!)
+done
+wait "${pids[@]}"
+right=0
+for i in $(seq 10 19); do
+  [ "$(cat "$work/batch-$i.code")" = 200 ] &&
+    jq -e --arg t "${tags[$i]}" '.tag_id == $t and .source == "database" and .product.name == "Trail Shoe <b>&\"x\"</b>"' \
+      "$work/batch-$i" >/dev/null && right=$((right + 1))
+done
+for i in $(seq 1 5); do
+  [ "$(cat "$work/nobody-$i.code")" = 404 ] &&
+    jq -e --arg t "$(cat "$work/nobody-$i.id")" '.tag_id == $t and .verdict == "unknown"' \
+      "$work/nobody-$i" >/dev/null && right=$((right + 1))
+done
+check "15 concurrent lookups in the database each answer for their own id ($right of 15)" test "$right" = 15
+
 # Anti-fraud rules through the real path.
 tag=${tags[2]}
 curl -sS -A "$ua" -H 'X-Device-Id: traveller-a' "$base/v1/scan/$tag?lat=48.8566&lon=2.3522" -o /dev/null
