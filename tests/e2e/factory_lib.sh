@@ -18,8 +18,9 @@
 # the service and points FACTORY_URL at it: every `api` exchange is then checked against
 # docs/openapi.yaml, and one that breaks the contract is a failed check that prints Prism's
 # sl-violations (tests/openapi/prism_lib.sh explains the verdict). Requests that must reach
-# the service byte for byte — malformed or duplicate-key JSON, BOMs, hostile tokens and
-# other negative authentication tests, bodies over 10 MB — use api_direct.
+# the service as they are — malformed or duplicate-key JSON, BOMs, bodies over 10 MB, hostile
+# tokens and other negative authentication tests, a lower-case "bearer", requests whose
+# source address matters — use api_direct.
 
 factory_up() {
   e2e_start tagproof-factory

@@ -22,10 +22,12 @@
 #     that answers it 400, agree with a document that calls the request invalid; a request
 #     the document calls invalid but the service accepts (2xx, 3xx) or fails on (5xx) is a
 #     mismatch between the two.
-# Prism re-serialises JSON request bodies and decodes text bodies (UTF-8, BOM dropped) before
-# forwarding them, and reads at most 10 MB: tests of bytes on the wire (malformed or
-# duplicate-key JSON, BOMs, invalid UTF-8, big uploads) and of a missing User-Agent (Prism
-# adds its own) talk to the service directly.
+# What a proxy cannot carry as it came goes to the service directly instead: Prism parses
+# JSON request bodies and re-serialises them, decodes text bodies (UTF-8, BOM dropped) and
+# reads at most 10 MB (so malformed or duplicate-key JSON, BOMs, invalid UTF-8, big uploads);
+# it adds a User-Agent where there is none; the service sees Prism's address, not the
+# client's (per-address limits, X-Forwarded-For); and it takes only "Bearer" in that case as
+# the bearer scheme, where RFC 9110 makes the scheme case-insensitive.
 
 prism_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 prism_bin=$prism_root/tests/node/node_modules/.bin/prism
