@@ -18,3 +18,14 @@ endif()
 if(TARGET test_answer)
   target_link_libraries(test_answer PRIVATE PkgConfig::JANSSON)
 endif()
+
+# The API contract (docs/ARCHITECTURE.md, "API contract"): docs/openapi.yaml linted, the
+# contract check shown to catch what it should, and the factory API walked through Prism.
+add_test(NAME openapi_lint COMMAND bash ${CMAKE_SOURCE_DIR}/tests/openapi/lint.sh)
+set_tests_properties(openapi_lint PROPERTIES LABELS openapi TIMEOUT 120)
+file(GLOB openapi_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/openapi/test_*.sh)
+foreach(script IN LISTS openapi_tests)
+  get_filename_component(tname ${script} NAME_WE)
+  add_test(NAME openapi_${tname} COMMAND bash ${script})
+  set_tests_properties(openapi_${tname} PROPERTIES LABELS "openapi;e2e" TIMEOUT 300)
+endforeach()

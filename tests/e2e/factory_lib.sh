@@ -9,8 +9,18 @@
 #   body                       the last response body
 #   jq_body FILTER             jq on the last body, raw output
 #
+#   api_direct METHOD PATH ... as api, straight to the service (see below)
+#
 # FACTORY_URL is where requests go; a test may point it at a proxy (prism) in front of the
 # service, and $FACTORY_DIRECT_URL always names the service itself.
+#
+# With FACTORY_PRISM=1 (scripts/test sets it), factory_up starts a Prism proxy in front of
+# the service and points FACTORY_URL at it: every `api` exchange is then checked against
+# docs/openapi.yaml, and one that breaks the contract is a failed check that prints Prism's
+# sl-violations (tests/openapi/prism_lib.sh explains the verdict). Requests that must reach
+# the service as they are — malformed or duplicate-key JSON, BOMs, bodies over 10 MB, hostile
+# tokens and other negative authentication tests, a lower-case "bearer", requests whose
+# source address matters — use api_direct.
 
 factory_up() {
   e2e_start tagproof-factory
@@ -22,6 +32,11 @@ factory_up() {
     sleep 0.1
   done
   admin_key=$(TAGPROOF_PG_MIGRATE_URL=$TAGPROOF_TEST_PG_OWNER_URL "$bin/tagproof" admin-key e2e)
+  # --- contract check (prism) ---
+  if [ "${FACTORY_PRISM:-0}" = 1 ] && [ "$FACTORY_URL" = "$FACTORY_DIRECT_URL" ]; then
+    . "$stack_root/tests/openapi/prism_lib.sh"
+    prism_start "$FACTORY_DIRECT_URL" && FACTORY_URL=$prism_url
+  fi
 }
 
 api() {
@@ -29,6 +44,16 @@ api() {
   shift 2
   status=$(curl -s -o "$work/body" -D "$work/headers" -w '%{http_code}' -X "$method" \
     "$@" "$FACTORY_URL$path")
+  # --- contract check (prism) ---
+  if [ -n "${prism_url:-}" ] && [ "$FACTORY_URL" = "$prism_url" ]; then
+    prism_verdict "$method $path" "$status" "$work/headers"
+  fi
+  return 0
+}
+
+api_direct() {
+  local FACTORY_URL=$FACTORY_DIRECT_URL
+  api "$@"
 }
 
 body() {
