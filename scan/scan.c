@@ -41,14 +41,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "page.h"
+#include "proxies.h"
 #include "pg.h"
 #include "redis.h"
 #include "rules.h"
 #include "service.h"
 #include "tagcache.h"
 #include "uuid.h"
-
-#define SCAN_MAX_PROXIES 32
 
 struct scan_service {
     struct service *svc;
@@ -57,8 +56,7 @@ struct scan_service {
     struct tagcache_consts script_consts; /* the scripts' constant arguments */
     unsigned char salt[64];
     size_t salt_len;
-    char *proxies[SCAN_MAX_PROXIES];
-    size_t nproxies;
+    struct proxies *proxies;     /* TAGPROOF_TRUSTED_PROXIES */
     struct metric *scans;        /* by verdict and source */
     struct metric *cache;        /* hit, miss, error */
     struct metric *flags;        /* fraud flags by rule */
@@ -944,45 +942,11 @@ static int parse_degree(const char *s, double min, double max, double *out)
     return errno == 0 && *end == '\0' && isfinite(*out) && *out >= min && *out <= max ? 0 : -1;
 }
 
-static int trusted_proxy(const struct scan_service *ss, const char *ip)
-{
-    for (size_t i = 0; i < ss->nproxies; i++)
-        if (strcmp(ss->proxies[i], ip) == 0)
-            return 1;
-    return 0;
-}
-
-/*
- * The client's address: the peer, or — when the peer is a trusted proxy — the right-most
- * address of X-Forwarded-For that is not itself a trusted proxy.
- */
+/* The client's address, behind trusted reverse proxies too (shared/proxies.c). */
 static void client_ip(struct scan_req *r, char *out, size_t len)
 {
-    const char *peer = http_req_peer(r->req);
-    snprintf(out, len, "%s", peer != NULL ? peer : "");
-    if (peer == NULL || !trusted_proxy(r->ss, peer))
-        return;
-    const char *xff = http_req_header(r->req, "X-Forwarded-For");
-    if (xff == NULL || strlen(xff) > 1024)
-        return;
-    char copy[1025];
-    snprintf(copy, sizeof(copy), "%s", xff);
-    for (;;) {
-        char *comma = strrchr(copy, ',');
-        char *item = comma != NULL ? comma + 1 : copy;
-        while (*item == ' ')
-            item++;
-        size_t n = strcspn(item, " ");
-        item[n] = '\0';
-        /* An address is short and made of hex digits, dots and colons; anything else is not
-         * one, and the peer address stands. */
-        if (n == 0 || n >= len || strspn(item, "0123456789abcdefABCDEF.:") != n)
-            return;
-        memcpy(out, item, n + 1);
-        if (!trusted_proxy(r->ss, item) || comma == NULL)
-            return;
-        *comma = '\0';
-    }
+    proxies_client_ip(r->ss->proxies, http_req_peer(r->req),
+                      http_req_header(r->req, "X-Forwarded-For"), out, len);
 }
 
 static int sane_device_id(const char *s)
@@ -1248,22 +1212,8 @@ static int load_salt(struct scan_service *ss, char *err, size_t errlen)
 
 static int load_proxies(struct scan_service *ss, char *err, size_t errlen)
 {
-    const char *list = ss->cfg->trusted_proxies;
-    if (list == NULL)
-        return 0;
-    char *copy = strdup(list), *save = NULL;
-    for (char *tok = strtok_r(copy, ", ", &save); tok != NULL; tok = strtok_r(NULL, ", ", &save)) {
-        if (ss->nproxies == SCAN_MAX_PROXIES ||
-            strspn(tok, "0123456789abcdefABCDEF.:") != strlen(tok)) {
-            snprintf(err, errlen, "TAGPROOF_TRUSTED_PROXIES: expected up to %d IP addresses",
-                     SCAN_MAX_PROXIES);
-            free(copy);
-            return -1;
-        }
-        ss->proxies[ss->nproxies++] = strdup(tok);
-    }
-    free(copy);
-    return 0;
+    ss->proxies = proxies_new(ss->cfg->trusted_proxies, err, errlen);
+    return ss->proxies != NULL ? 0 : -1;
 }
 
 struct scan_service *scan_service_new(struct service *svc, char *err, size_t errlen)
@@ -1337,7 +1287,6 @@ void scan_service_free(struct scan_service *ss)
 {
     if (ss == NULL)
         return;
-    for (size_t i = 0; i < ss->nproxies; i++)
-        free(ss->proxies[i]);
+    proxies_free(ss->proxies);
     free(ss);
 }
