@@ -8,12 +8,16 @@
 
 state=$work/state
 TAGPROOF_BUILD_DIR=$(dirname "$bin")
-TAGPROOF_RUN_PG_PORT=$(stack_free_port)
-TAGPROOF_RUN_REDIS_PORT=$(stack_free_port)
-TAGPROOF_SCAN_LISTEN=127.0.0.1:$(stack_free_port)
-TAGPROOF_FACTORY_LISTEN=127.0.0.1:$(stack_free_port)
-TAGPROOF_ANCHOR_LISTEN=127.0.0.1:$(stack_free_port)
-TAGPROOF_DEVLEDGER_LISTEN=127.0.0.1:$(stack_free_port)
+# Free ports now; another test may take one before scripts/run binds it (see the retry below).
+pick_ports() {
+  TAGPROOF_RUN_PG_PORT=$(stack_free_port)
+  TAGPROOF_RUN_REDIS_PORT=$(stack_free_port)
+  TAGPROOF_SCAN_LISTEN=127.0.0.1:$(stack_free_port)
+  TAGPROOF_FACTORY_LISTEN=127.0.0.1:$(stack_free_port)
+  TAGPROOF_ANCHOR_LISTEN=127.0.0.1:$(stack_free_port)
+  TAGPROOF_DEVLEDGER_LISTEN=127.0.0.1:$(stack_free_port)
+}
+pick_ports
 export TAGPROOF_STATE_DIR=$state TAGPROOF_BUILD_DIR TAGPROOF_SKIP_BUILD=1 TAGPROOF_RUN_PG_PORT \
   TAGPROOF_RUN_REDIS_PORT TAGPROOF_SCAN_LISTEN TAGPROOF_FACTORY_LISTEN TAGPROOF_ANCHOR_LISTEN \
   TAGPROOF_DEVLEDGER_LISTEN
@@ -37,7 +41,22 @@ stop_on_exit() { "$run" stop >/dev/null 2>&1 || true; e2e_cleanup; }
 trap stop_on_exit EXIT
 
 rc=0
-"$run" --detach >"$work/run1.out" 2>&1 || rc=$?
+for attempt in 1 2 3; do
+  rc=0
+  "$run" --detach >"$work/run1.out" 2>&1 || rc=$?
+  # A port taken by another test between picking and binding: new ports, a fresh start.
+  if [ "$rc" != 0 ] && grep -q 'is already in use by another process' "$work/run1.out" && [ "$attempt" -lt 3 ]; then
+    "$run" stop >/dev/null 2>&1 || true
+    rm -rf "$state"
+    pick_ports
+    export TAGPROOF_RUN_PG_PORT TAGPROOF_RUN_REDIS_PORT TAGPROOF_SCAN_LISTEN TAGPROOF_FACTORY_LISTEN \
+      TAGPROOF_ANCHOR_LISTEN TAGPROOF_DEVLEDGER_LISTEN
+    ports=("${TAGPROOF_SCAN_LISTEN##*:}" "${TAGPROOF_FACTORY_LISTEN##*:}" "${TAGPROOF_ANCHOR_LISTEN##*:}"
+      "${TAGPROOF_DEVLEDGER_LISTEN##*:}" "$TAGPROOF_RUN_PG_PORT" "$TAGPROOF_RUN_REDIS_PORT")
+    continue
+  fi
+  break
+done
 check "scripts/run --detach exits 0 (got $rc)" test "$rc" = 0
 [ "$rc" = 0 ] || { cat "$work/run1.out"; tail -20 "$state"/logs/*.log 2>/dev/null; }
 for addr in "$TAGPROOF_SCAN_LISTEN" "$TAGPROOF_FACTORY_LISTEN" "$TAGPROOF_ANCHOR_LISTEN" "$TAGPROOF_DEVLEDGER_LISTEN"; do
