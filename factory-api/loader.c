@@ -32,7 +32,6 @@
 #include "loader.h"
 
 #include <inttypes.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,12 +189,6 @@ static void validator_done(struct loader *l)
     csv_upload_stats(l->csv, &l->st);
     csv_upload_free(l->csv);
     l->csv = NULL;
-    /*
-     * The set grew by doubling; glibc serves blocks below its (self-raising) mmap threshold
-     * from its arenas and keeps them when they are freed, so without a trim each upload would
-     * leave tens of MiB behind in the process. malloc_trim hands the free pages back.
-     */
-    malloc_trim(0);
 }
 
 /* Counters as the upload row shows them while it runs. */

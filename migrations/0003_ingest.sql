@@ -17,9 +17,11 @@
 -- tags are written by one statement pair in one transaction (factory-api/loader.c), and the
 -- Merkle log is append-only.
 --
--- What the foreign keys also did is refuse the deletion of a referenced row. The services
--- never delete factories, products, batches or uploads (recalls and failures are updates), so
--- they lose the right to: only the schema owner can, and must mind the tags then.
+-- What the foreign keys also did is refuse the deletion of a referenced row. A batch with tags
+-- cannot be deleted (a row trigger asks tags_batch, the index on tags.batch_id); products and
+-- factories are still held by the foreign keys of batches, and a tag's batch is of its product
+-- and factory. Uploads are not watched: tags.upload_id only says which upload brought a tag,
+-- and no program deletes uploads.
 
 ALTER TABLE tags DROP CONSTRAINT tags_factory_id_fkey;
 ALTER TABLE tags DROP CONSTRAINT tags_batch_id_fkey;
@@ -92,4 +94,17 @@ CREATE TRIGGER log_entries_references AFTER INSERT ON log_entries
     REFERENCING NEW TABLE AS new_entries
     FOR EACH STATEMENT EXECUTE FUNCTION tagproof_log_entries_check();
 
-REVOKE DELETE ON factories, products, batches, uploads FROM tagproof_app;
+-- SECURITY DEFINER: whoever deletes, the tags of every tenant count.
+CREATE FUNCTION tagproof_batch_unreferenced() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tags WHERE batch_id = OLD.id) THEN
+        RAISE EXCEPTION 'batch % has tags and cannot be deleted', OLD.id
+              USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER batches_referenced BEFORE DELETE ON batches
+    FOR EACH ROW EXECUTE FUNCTION tagproof_batch_unreferenced();

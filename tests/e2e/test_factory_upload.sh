@@ -333,6 +333,22 @@ check "…and is recorded so" test "$(sql "SELECT status FROM uploads WHERE id =
 run_upload "$K_a" "$B_a" "$work/b.csv" -H "Idempotency-Key: dead-$dead"
 check "…and its key may be used again" test "$up_code/$([ "$up_id" != "$dead" ] && echo new)" = 202/new
 
+# --- integrity without per-row foreign keys (migrations/0003) ---------------------------------
+# sql_state SQL — the SQLSTATE the statement fails with, as the schema owner ("ok" if none).
+sql_state() {
+  psql "$owner" -qAt -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -c "$1" >/dev/null 2>"$work/sqlerr" && echo ok && return
+  sed -n 's/^ERROR: *//p' "$work/sqlerr" | head -1
+}
+check "a tag of a batch that does not exist is refused" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_a', '$(uuid)', '$P_a')")" = 23503
+check "…and a tag whose factory is not its batch's" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_b', '$B_a', '$P_a')")" = 23503
+check "…and a tag whose product is not its batch's" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_b')")" = 23503
+check "…and a tag of an upload that does not exist" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_a', '$(uuid)')")" = 23503
+check "…and a leaf of another factory's batch" test "$(sql_state "INSERT INTO log_entries (kind, factory_id, batch_id, record) VALUES ('revoke', '$F_b', '$B_a', 'x')")" = 23503
+check "a batch with tags cannot be deleted" test "$(sql_state "DELETE FROM batches WHERE id = '$B_a'")" = 23503
+empty_batch=$(uuid)
+sql "INSERT INTO batches (id, factory_id, product_id, code) VALUES ('$empty_batch', '$F_a', '$P_a', 'B-empty')"
+check "…one without tags can" test "$(sql_state "DELETE FROM batches WHERE id = '$empty_batch'")" = ok
+
 curl -s "$FACTORY_DIRECT_URL/metrics" >"$work/metrics"
 check "/metrics counts uploads by result" bash -c "grep -q '^tagproof_uploads_total{result=\"completed\"} [1-9]' '$work/metrics' && grep -q '^tagproof_uploads_total{result=\"failed\"} [1-9]' '$work/metrics'"
 check "…and their rows" grep -q '^tagproof_upload_rows_total{result="imported"} [1-9]' "$work/metrics"
