@@ -76,7 +76,7 @@ check "…and 50 devices within a second end up flagged suspicious ($flagged)" t
 stamps=$(cat "$work"/race-* | jq -r .first_scanned_at | sort -u | wc -l)
 check "…and all report the same first-scan time" test "$stamps" = 1
 sleep 0.3
-db_first=$(psql "$TAGPROOF_TEST_PG_URL" -Atc "SELECT first_scanned_at IS NOT NULL FROM tags WHERE tag_id = '$tag'")
+db_first=$(psql "$TAGPROOF_TEST_PG_OWNER_URL" -Atc "SELECT first_scanned_at IS NOT NULL FROM tags WHERE tag_id = '$tag'")
 check "the first scan is recorded in PostgreSQL" test "$db_first" = t
 
 # Anti-fraud rules through the real path.
@@ -114,12 +114,12 @@ check "…and an uncached tag of it too (from the database)" jq -e '.verdict == 
 # The sink thread stores the events in PostgreSQL within seconds.
 stored=0
 for _ in $(seq 1 50); do
-  stored=$(psql "$TAGPROOF_TEST_PG_URL" -Atc "SELECT count(*) FROM scan_events WHERE tag_id = '$tag'")
+  stored=$(psql "$TAGPROOF_TEST_PG_OWNER_URL" -Atc "SELECT count(*) FROM scan_events WHERE tag_id = '$tag'")
   [ "$stored" -ge 2 ] && break
   sleep 0.2
 done
 check "the sink stores scan events in PostgreSQL within seconds ($stored)" test "$stored" -ge 2
-check "…with verdict, score and a hashed client, never the raw IP" bash -c "[ \"\$(psql '$TAGPROOF_TEST_PG_URL' -Atc \"SELECT count(*) FROM scan_events WHERE tag_id = '$tag' AND verdict = 'revoked' AND ip_hash ~ '^[0-9a-f]{64}$' \")\" -ge 1 ]"
+check "…with verdict, score and a hashed client, never the raw IP" bash -c "[ \"\$(psql '$TAGPROOF_TEST_PG_OWNER_URL' -Atc \"SELECT count(*) FROM scan_events WHERE tag_id = '$tag' AND verdict = 'revoked' AND ip_hash ~ '^[0-9a-f]{64}$' \")\" -ge 1 ]"
 
 # The consumer page.
 scan "$base/t/${tags[0]}"

@@ -134,6 +134,8 @@ PGconn *sks_pg(const char *url)
     if (PQstatus(c) != CONNECTION_OK)
         fail_msg("cannot connect to PostgreSQL: %s", PQerrorMessage(c));
     PQsetNoticeProcessor(c, sks_pg_quiet, NULL); /* "... does not exist, skipping" */
+    /* The services' role sees rows only of the tenant it names (migrations/0002). */
+    PQclear(PQexec(c, "SET tagproof.tenant = 'all'"));
     return c;
 }
 
