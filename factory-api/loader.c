@@ -648,7 +648,7 @@ static void on_answer(void *arg, const struct pg_result_info *r)
     if (r->status == PG_OK && PQntuples(r->res) == 1 && !PQgetisnull(r->res, 0, 0))
         answer(l, 202, PQgetvalue(r->res, 0, 0));
     else
-        answer(l, 503, NULL); /* the upload goes on; the client may read it by its Location */
+        answer(l, 202, NULL); /* it goes on: the owner answers with what it knows */
     loader_unref(l);
 }
 
@@ -685,7 +685,7 @@ static void on_copy_done(void *arg, const struct pg_result_info *r)
                         "  (SELECT " LOADER_UPLOAD_JSON " FROM uploads t WHERE t.id = $1))",
                         4, v) != 0) {
         l->refs--;
-        answer(l, 503, NULL);
+        answer(l, 202, NULL);
     }
     merge(l);
 }

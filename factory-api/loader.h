@@ -66,9 +66,10 @@ struct loader_events {
     void (*resume)(void *arg);
     /*
      * The body phase is over: status 202 with the upload resource (JSON text, borrowed for
-     * the call), whether the upload is now processing or already failed; or 503 (json NULL)
-     * when the database failed under it. Called once, after loader_end; the loader then goes
-     * on without its owner and frees itself.
+     * the call), whether the upload is now processing or already failed, or with json NULL
+     * when it runs on but its row could not be read back; or 503 (json NULL) when the
+     * database failed under it and nothing will be imported. Called once, after loader_end; the
+     * loader then goes on without its owner and frees itself.
      */
     void (*answered)(void *arg, int status, const char *json);
 };

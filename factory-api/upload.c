@@ -122,9 +122,20 @@ static void on_loader_resume(void *arg)
 static void on_loader_answered(void *arg, int status, const char *json)
 {
     struct upload_req *u = arg;
-    if (status == 202 && json != NULL)
+    if (status == 202 && json != NULL) {
         reply_resource(u, u->upload_id, json, false);
-    else
+    } else if (status == 202) {
+        /* Accepted and running, but its row could not be read back: what is known of it. */
+        json_t *doc = json_pack("{s:s, s:s, s:s}", "id", u->upload_id, "batch_id", u->batch_id,
+                                "status", "processing");
+        char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+        if (text != NULL)
+            reply_resource(u, u->upload_id, text, false);
+        else
+            reply_unavailable(u->req, "out of memory");
+        free(text);
+        json_decref(doc);
+    } else
         reply_unavailable(u->req, "the database failed during the upload; nothing was imported; "
                                   "send it again");
     upload_req_free(u);
