@@ -7,6 +7,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
+#include "proxies.h"
 #include "redis.h"
 #include "service.h"
 
@@ -55,6 +57,11 @@ int api_app_init(struct factory_app *app, struct service *svc)
         log_error("trusted token keys: %s", app->jwks_json == NULL ? "out of memory" : err);
         return -1;
     }
+    app->proxies = proxies_new(cfg->trusted_proxies, err, sizeof(err));
+    if (app->proxies == NULL) {
+        log_error("%s", err);
+        return -1;
+    }
     app->policy.issuer = cfg->jwt_issuer;
     app->policy.audience = cfg->jwt_audience;
     app->caller_rule.per_minute = cfg->rate_limit_per_min;
@@ -74,6 +81,7 @@ int api_app_init(struct factory_app *app, struct service *svc)
 void api_app_fini(struct factory_app *app)
 {
     jwks_free(app->jwks);
+    proxies_free(app->proxies);
     jwt_signer_free(app->signer);
     free(app->jwks_json);
     memset(app, 0, sizeof(*app));
@@ -112,6 +120,21 @@ static void reply_429(struct http_req *req, int retry_after_s, const char *detai
     http_reply_problem(req, 429, NULL, NULL, detail, NULL);
 }
 
+/*
+ * A rate limit Redis could not check: the request goes on (a Redis outage must not stop the
+ * API), the metric counts each one, and the log says so once per 10 s rather than on every
+ * request of an outage.
+ */
+static void rate_error(struct factory_app *app)
+{
+    int64_t now = (int64_t)time(NULL), last = atomic_load(&app->rate_warned_s);
+
+    metric_inc(app->m_rate_errors);
+    if (now - last >= 10 && atomic_compare_exchange_strong(&app->rate_warned_s, &last, now))
+        log_warn("rate limits not checked: Redis did not answer; requests are allowed"
+                 " (tagproof_rate_limit_errors_total counts them)");
+}
+
 static void after_fail_charged(void *arg, enum ratelimit_verdict v, int retry_after_s)
 {
     struct auth_call *a = arg;
@@ -122,7 +145,7 @@ static void after_fail_charged(void *arg, enum ratelimit_verdict v, int retry_af
         reply_429(a->req, retry_after_s, "too many failed authentications from this address");
     } else {
         if (v == RATELIMIT_ERROR)
-            metric_inc(app->m_rate_errors);
+            rate_error(app);
         http_add_header(a->req, "WWW-Authenticate",
                         "Bearer realm=\"tagproof\", error=\"invalid_token\"");
         http_reply_problem(a->req, 401, NULL, NULL, a->failure, NULL);
@@ -150,10 +173,8 @@ static void after_caller_limit(void *arg, enum ratelimit_verdict v, int retry_af
         metric_inc(app->m_rate_limited, "caller");
         reply_429(a->req, retry_after_s, "rate limit exceeded for this API key or token");
     } else {
-        if (v == RATELIMIT_ERROR) {
-            metric_inc(app->m_rate_errors);
-            log_warn("rate limit not checked: Redis did not answer");
-        }
+        if (v == RATELIMIT_ERROR)
+            rate_error(app);
         a->fn(a->req, &a->who);
     }
     free(a);
@@ -210,11 +231,11 @@ static void on_key_row(void *arg, const struct pg_result_info *r)
         auth_fail(a, "unknown_key", "the API key is not valid");
         return;
     }
-    /* bytea in text form: \x followed by hex digits. */
+    /* The hash as hex digits (encode(), whatever the server's bytea_output). */
     hex = PQgetvalue(r->res, 0, 2);
-    if (strncmp(hex, "\\x", 2) == 0 && strlen(hex) == 2 + 2 * APIKEY_HASH_LEN) {
+    if (strlen(hex) == 2 * APIKEY_HASH_LEN) {
         for (n = 0; n < APIKEY_HASH_LEN; n++) {
-            int hi = hex_nibble(hex[2 + 2 * n]), lo = hex_nibble(hex[3 + 2 * n]);
+            int hi = hex_nibble(hex[2 * n]), lo = hex_nibble(hex[2 * n + 1]);
             if (hi < 0 || lo < 0)
                 break;
             stored[n] = (unsigned char)(hi << 4 | lo);
@@ -254,7 +275,8 @@ static void auth_token(struct auth_call *a)
 {
     struct factory_app *app = api_app(a->req);
     const char *h = http_req_header(a->req, "Authorization");
-    const char *token = h + 7;
+    /* RFC 9110 §11.4: the scheme and its credentials are separated by one or more spaces. */
+    const char *token = h + 7 + strspn(h + 7, " ");
     struct jwt_claims c;
     const char *why = NULL;
     uint64_t gen = 0;
@@ -290,7 +312,7 @@ static void auth_credential(struct auth_call *a)
             return;
         }
         if (pg_query(service_worker(a->req)->pg, 0, on_key_row, a,
-                     "SELECT factory_id, role, secret_hash, revoked, last_used_s"
+                     "SELECT factory_id, role, encode(secret_hash, 'hex'), revoked, last_used_s"
                      " FROM tagproof_api_key_lookup($1)",
                      1, &id) != 0) {
             http_reply_problem(a->req, 503, NULL, NULL, "cannot check the API key", NULL);
@@ -321,7 +343,7 @@ static void after_fail_budget(void *arg, enum ratelimit_verdict v, int retry_aft
         return;
     }
     if (v == RATELIMIT_ERROR)
-        metric_inc(app->m_rate_errors);
+        rate_error(app);
     auth_credential(a);
 }
 
@@ -337,7 +359,11 @@ void api_authenticate(struct http_req *req, unsigned roles, api_authed_fn fn)
     a->req = req;
     a->roles = roles;
     a->fn = fn;
-    snprintf(a->ipkey, sizeof(a->ipkey), "tp:rl:f:%s", http_req_peer(req));
+    char ip[64];
+    /* Behind a trusted reverse proxy the budget is the client's, not the proxy's. */
+    proxies_client_ip(app->proxies, http_req_peer(req), http_req_header(req, "X-Forwarded-For"), ip,
+                      sizeof(ip));
+    snprintf(a->ipkey, sizeof(a->ipkey), "tp:rl:f:%s", ip);
     /* An address that failed too often is stopped before its next guess is even checked. */
     if (ratelimit_check(service_worker(req)->redis, a->ipkey, &app->fail_rule, 0, after_fail_budget,
                         a) != 0)

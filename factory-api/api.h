@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdint.h>
 
 #include "apikey.h"
 #include "jwt.h"
@@ -19,6 +20,7 @@ struct service;
 struct jwks;
 struct metric;
 struct pg_result_info;
+struct proxies;
 
 /* The program's shared state (one per process), created by api_app_new at setup. */
 struct factory_app {
@@ -28,11 +30,13 @@ struct factory_app {
     char *jwks_json;           /* the signer's public keys, GET /.well-known/jwks.json */
     struct jwks *jwks;         /* trusted keys: the signer's and the configured JWKS */
     struct jwt_policy policy;
+    struct proxies *proxies;           /* TAGPROOF_TRUSTED_PROXIES: whose X-Forwarded-For counts */
     struct ratelimit_rule caller_rule; /* per API key or token subject */
     struct ratelimit_rule fail_rule;   /* failed authentications per client IP */
     struct metric *m_auth_failures;    /* {reason} */
     struct metric *m_rate_limited;     /* {scope} */
     struct metric *m_rate_errors;      /* Redis could not be asked: allowed */
+    _Atomic int64_t rate_warned_s;     /* when that was last logged (one line per 10 s) */
 };
 
 /* 0, or -1 with a line logged. */

@@ -11,6 +11,7 @@
 #include "apikey.h"
 #include "cli_merkle.h"
 #include "cli_verify.h"
+#include "cli_upload.h"
 #include "config.h"
 #include "schema.h"
 
@@ -144,6 +145,7 @@ static const struct command commands[] = {
      cli_merkle},
     {"verify", "check a proof bundle: `verify BUNDLE.json --key VKEY [--ledger-url URL]`",
      cli_verify},
+    {"upload", "upload a batch's tags from a CSV file and wait for the result", cli_upload},
     {"version", "print the version", cmd_version},
     {"help", "this text", cmd_help},
 };

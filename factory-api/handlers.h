@@ -15,6 +15,8 @@ struct service_worker;
 
 /* factories, API keys, tokens, the public keys (tenants.c) */
 int tenants_register(struct httpd *h, struct factory_app *app);
+/* CSV uploads of a batch's tags, and the upload resource (upload.c) */
+int upload_register(struct httpd *h, struct factory_app *app);
 
 /* products, batches, tags, batch statistics and recalls (catalog.c) */
 int catalog_register(struct httpd *h, struct factory_app *app);

@@ -25,7 +25,7 @@ static int factory_setup(struct service *svc)
     }
     service_set_state(svc, app);
     if (tenants_register(h, app) != 0 || catalog_register(h, app) != 0 ||
-        proofs_register(h, app) != 0) {
+        upload_register(h, app) != 0 || proofs_register(h, app) != 0) {
         log_error("cannot register the factory API's routes");
         return -1;
     }
@@ -46,6 +46,11 @@ int main(void)
     static const struct service_def def = {
         .name = "tagproof-factory",
         .deps = SERVICE_PG | SERVICE_REDIS,
+        /*
+         * Room for a hostile 64 KB bearer token to reach authentication and be answered 401
+         * with WWW-Authenticate, rather than evhttp's bare 400 (SPEC §6).
+         */
+        .max_header_size = 96 * 1024,
         .listen = factory_listen,
         .setup = factory_setup,
         .worker_init = catalog_worker_init,

@@ -13,21 +13,24 @@
 #include "redis.h"
 
 /*
- * KEYS[1] the limit's key; ARGV: emission interval (ms per request), burst, charge (1/0).
- * A request is allowed when, counted, the theoretical arrival time would be at most
+ * KEYS[1] the limit's key; ARGV: emission interval (microseconds per request), burst, charge
+ * (1/0). A request is allowed when, counted, the theoretical arrival time would be at most
  * burst intervals ahead of now. Returns {allowed, ms until the next request is allowed}.
+ * Times are kept in microseconds, so that any rate up to a million a minute has an interval
+ * of its own (in milliseconds, rates above 60,000 a minute truncated to no limit at all);
+ * they stay below 2^53, exact in Lua's doubles.
  */
 static const char script[] =
     "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local tat = tonumber(redis.call('GET', KEYS[1]) or now)\n"
     "if tat < now then tat = now end\n"
     "local new_tat = tat + interval\n"
     "local allow_at = new_tat - interval * burst\n"
-    "if allow_at > now then return {0, allow_at - now} end\n"
+    "if allow_at > now then return {0, math.ceil((allow_at - now) / 1000)} end\n"
     "if ARGV[3] == '1' then\n"
-    "  redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1)\n"
+    "  redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)\n"
     "end\n"
     "return {1, 0}\n";
 
@@ -111,7 +114,7 @@ int ratelimit_check(struct redis_client *redis, const char *key, const struct ra
     c->cb = cb;
     c->arg = arg;
     strcpy(c->key, key);
-    snprintf(c->interval, sizeof(c->interval), "%d", 60000 / rule->per_minute);
+    snprintf(c->interval, sizeof(c->interval), "%d", 60000000 / rule->per_minute);
     snprintf(c->burst, sizeof(c->burst), "%d", rule->burst);
     strcpy(c->charge, charge ? "1" : "0");
     if (rl_send(c) != 0) {

@@ -5,6 +5,7 @@
  */
 #include "events.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -38,6 +39,9 @@ static const char *const field_names[F_COUNT] = {
 };
 
 _Static_assert(F_COUNT == EVENTS_FIELDS, "EVENTS_FIELDS must count the fields");
+
+/* strlen of each field name. */
+static const size_t field_lens[F_COUNT] = {1, 6, 2, 7, 5, 7, 7, 2, 3, 3, 6, 10, 8, 10, 13, 8};
 
 static const char *const verdicts[] = {"authentic", "suspicious", "revoked", "unknown"};
 static const char *const sources[] = {"cache", "database"};
@@ -302,8 +306,9 @@ int events_xadd(const struct scan_event *ev, const char *stream, struct events_x
     out->argv[out->argc] = "*";
     out->argvlen[out->argc++] = 1;
     for (int i = 0; i < F_COUNT; i++) {
+        assert(field_lens[i] == strlen(field_names[i]));
         out->argv[out->argc] = field_names[i];
-        out->argvlen[out->argc++] = strlen(field_names[i]);
+        out->argvlen[out->argc++] = field_lens[i];
         out->argv[out->argc] = vals[i];
         out->argvlen[out->argc++] = lens[i];
     }
@@ -390,8 +395,14 @@ int events_parse(const char *const *items, const size_t *lens, size_t n, struct 
             *why = "a field or value is missing";
             return -1;
         }
-        for (int f = 0; f < F_COUNT; f++) {
-            if (strlen(field_names[f]) != lens[i] || memcmp(field_names[f], items[i], lens[i]))
+        /* Entries of this build have the fields in the builder's order: look there first. */
+        size_t at = i / 2;
+        int from = at < F_COUNT && lens[i] == field_lens[at] &&
+                           memcmp(field_names[at], items[i], lens[i]) == 0
+                       ? (int)at
+                       : 0;
+        for (int f = from; f < F_COUNT; f++) {
+            if (field_lens[f] != lens[i] || memcmp(field_names[f], items[i], lens[i]))
                 continue;
             if (seen[f]) {
                 *why = "a field appears twice";

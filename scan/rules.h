@@ -117,6 +117,9 @@ struct rules_config {
  *    and previous location are ignored: the stateful rules are skipped and the result says
  *    degraded. bot_ua and revoked need no state (the batch's recall comes with the tag) and
  *    still apply.
+ *  - The engine only asks whether a count is above its maximum, so the caller may hold
+ *    scans_in_window at velocity_max + 1 and distinct_clients at clone_max + 1 (the Redis
+ *    state keeps no more than that; see scan/tagcache.c): the answer is the same.
  *  - Coordinates outside ±90 / ±180, or not finite, are ignored, as if absent. The caller
  *    should not store such a location as the tag's last located scan (rules_location_valid).
  */

@@ -3,7 +3,8 @@
  *
  *   scan_start      validate the id, the location and who is asking
  *   lookup_cache    one Lua script in Redis: tag data, first scan, recall, rule state
- *   lookup_db       on a miss, a timeout or an open Redis breaker: PostgreSQL
+ *   lookup_db       on a miss, a timeout or an open Redis breaker: PostgreSQL, one statement
+ *                   for the worker's scans that wait for it together
  *   fill_cache      after the database answered: refill Redis and read the rule state
  *   record_first    a first scan decided in Redis is written to PostgreSQL at once
  *   finish          rules → answer (JSON or page) → scan event
@@ -25,11 +26,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include <event2/event.h>
 
+#include "answer.h"
 #include "breaker.h"
 #include "config.h"
 #include "events.h"
@@ -37,6 +41,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "page.h"
+#include "proxies.h"
 #include "pg.h"
 #include "redis.h"
 #include "rules.h"
@@ -44,17 +49,14 @@
 #include "tagcache.h"
 #include "uuid.h"
 
-#define SCAN_MAX_PROXIES 32
-
 struct scan_service {
     struct service *svc;
     const struct config *cfg;
     struct rules_config rules;
-    struct tagcache_windows windows;
+    struct tagcache_consts script_consts; /* the scripts' constant arguments */
     unsigned char salt[64];
     size_t salt_len;
-    char *proxies[SCAN_MAX_PROXIES];
-    size_t nproxies;
+    struct proxies *proxies;     /* TAGPROOF_TRUSTED_PROXIES */
     struct metric *scans;        /* by verdict and source */
     struct metric *cache;        /* hit, miss, error */
     struct metric *flags;        /* fraud flags by rule */
@@ -80,6 +82,17 @@ struct scan_worker {
     size_t head, count;
     struct event *flush;
     unsigned in_flight; /* replays sent and not yet answered */
+    /*
+     * The client-IP HMAC, keyed with the salt once: OpenSSL 3's one-shot HMAC() looks the
+     * algorithm up and keys a new context on every call.
+     */
+    EVP_MAC_CTX *mac;
+    /* Activated when the worker's first log line of a loop turn is buffered; writes them. */
+    struct event *log_flush;
+    /* Scans waiting for a database lookup (see lookup_db), oldest first. */
+    struct scan_req *db_head, *db_tail;
+    unsigned db_in_flight; /* lookup statements sent and not yet answered */
+    struct event *db_ev;   /* sends what waits, after the callbacks due in this loop turn */
 };
 
 enum scan_source { SOURCE_CACHE, SOURCE_DATABASE };
@@ -99,7 +112,11 @@ struct scan_req {
     enum scan_source source;
     int redis_unusable; /* Redis failed or its breaker refused during this request */
     int found;
-    json_t *info; /* {"product":…, "batch":…, "factory":…} */
+    /* The tag's data as JSON text, {"product":…, "batch":…, "factory":…}: what the cache
+     * holds, or built from the database row; info_parts points into it. */
+    char *info;
+    size_t info_len;
+    struct answer_info info_parts;
     char batch_id[UUID_STR_LEN + 1];
     char factory_id[UUID_STR_LEN + 1];
     int64_t first_ms;
@@ -112,6 +129,7 @@ struct scan_req {
 
     uint64_t gen; /* breaker generation of the call in flight */
     int64_t call_started;
+    struct scan_req *db_next; /* in the worker's queue of database lookups */
 };
 
 /* --- small helpers ------------------------------------------------------------------- */
@@ -130,27 +148,32 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void format_rfc3339(int64_t ms, char out[32])
+/* HMAC-SHA256 of data with the worker's keyed context, as lower-case hex and a NUL. */
+static void hmac_hex(struct scan_worker *sw, const char *data, char out[65])
 {
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static void hmac_hex(const struct scan_service *ss, const char *data, char *out, size_t hexlen)
-{
+    static const char hex[] = "0123456789abcdef";
     unsigned char md[32];
-    unsigned int n = 0;
-    HMAC(EVP_sha256(), ss->salt, (int)ss->salt_len, (const unsigned char *)data, strlen(data), md,
-         &n);
-    for (size_t i = 0; i < n && 2 * i + 2 <= hexlen; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    size_t n = 0;
+    /* A NULL key re-initialises the context with the key it already holds. */
+    if (EVP_MAC_init(sw->mac, NULL, 0, NULL) != 1 ||
+        EVP_MAC_update(sw->mac, (const unsigned char *)data, strlen(data)) != 1 ||
+        EVP_MAC_final(sw->mac, md, &n, sizeof(md)) != 1 || n != sizeof(md)) {
+        /* Never expected; an all-zero hash would merge clients, so hash the slow way. */
+        const struct scan_service *ss = sw->ss;
+        unsigned int len = 0;
+        HMAC(EVP_sha256(), ss->salt, (int)ss->salt_len, (const unsigned char *)data, strlen(data),
+             md, &len);
+    }
+    for (size_t i = 0; i < sizeof(md); i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
 }
 
 static void scan_req_free(struct scan_req *r)
 {
-    json_decref(r->info);
+    free(r->info);
     free(r->user_agent);
     free(r);
 }
@@ -216,69 +239,103 @@ static void reply_unavailable(struct scan_req *r)
     scan_req_free(r);
 }
 
-static json_t *info_member(struct scan_req *r, const char *name)
+/* A string member of the tag's data, for the consumer page (which escapes it for HTML). */
+static const char *info_str(json_t *doc, const char *obj, const char *field)
 {
-    json_t *m = r->info != NULL ? json_object_get(r->info, name) : NULL;
-    return m != NULL ? json_incref(m) : json_object();
-}
-
-static const char *info_str(struct scan_req *r, const char *obj, const char *field)
-{
-    json_t *o = r->info != NULL ? json_object_get(r->info, obj) : NULL;
+    json_t *o = doc != NULL ? json_object_get(doc, obj) : NULL;
     return o != NULL ? json_string_value(json_object_get(o, field)) : NULL;
 }
 
+/* Takes len bytes of the tag's data (JSON text) as r's; -1 when it is not one JSON object. */
+static int info_take(struct scan_req *r, char *text, size_t len)
+{
+    free(r->info);
+    r->info = text;
+    r->info_len = len;
+    if (text != NULL && answer_info_parse(text, len, &r->info_parts) == 0)
+        return 0;
+    free(r->info);
+    r->info = NULL;
+    r->info_len = 0;
+    memset(&r->info_parts, 0, sizeof(r->info_parts));
+    return -1;
+}
+
+static void reply_page(struct scan_req *r, const struct rules_result *res, const char *first_at)
+{
+    const char *names[RULES_REASON_COUNT];
+    size_t n = 0;
+    unsigned it = res->reasons, bit;
+    json_t *doc = r->info != NULL ? json_loadb(r->info, r->info_len, 0, NULL) : NULL;
+    while ((bit = rules_reason_next(&it)) != 0 && n < RULES_REASON_COUNT)
+        names[n++] = rules_reason_name(bit);
+    struct page_view v = {
+        .state = rules_verdict_name(res->verdict),
+        .tag_id = r->tag,
+        .product_name = info_str(doc, "product", "name"),
+        .product_sku = info_str(doc, "product", "sku"),
+        .batch_code = info_str(doc, "batch", "code"),
+        .factory_name = info_str(doc, "factory", "name"),
+        .first_scan = r->first_scan,
+        .first_scanned_at = first_at[0] != '\0' ? first_at : NULL,
+        .scan_count = r->scan_count,
+        .reasons = names,
+        .reason_count = n,
+        .anchor_status = "pending",
+        .request_id = http_req_id(r->req),
+    };
+    size_t len = 0;
+    char *html = page_render(&v, &len);
+    http_reply(r->req, 200, "text/html; charset=utf-8", html, len);
+    free(html);
+    json_decref(doc);
+}
+
+/*
+ * The verdict JSON, written into one buffer with the tag's data spliced in as it came (see
+ * scan/answer.c), and handed to evhttp with one copy.
+ */
 static void reply_found(struct scan_req *r, const struct rules_result *res)
 {
-    const char *verdict = rules_verdict_name(res->verdict);
-    char first_at[32] = "";
-    if (r->first_ms > 0)
-        format_rfc3339(r->first_ms, first_at);
-    json_t *reasons = json_array();
+    const char *names[RULES_REASON_COUNT];
+    size_t nreasons = 0;
     unsigned it = res->reasons, bit;
-    while ((bit = rules_reason_next(&it)) != 0)
-        json_array_append_new(reasons, json_string(rules_reason_name(bit)));
+    char first_at[32] = "";
+    char small[2048], *buf = small;
 
+    if (r->first_ms > 0)
+        answer_time(r->first_ms, first_at);
     if (r->html) {
-        const char *names[RULES_REASON_COUNT];
-        size_t n = 0;
-        it = res->reasons;
-        while ((bit = rules_reason_next(&it)) != 0 && n < RULES_REASON_COUNT)
-            names[n++] = rules_reason_name(bit);
-        struct page_view v = {
-            .state = verdict,
-            .tag_id = r->tag,
-            .product_name = info_str(r, "product", "name"),
-            .product_sku = info_str(r, "product", "sku"),
-            .batch_code = info_str(r, "batch", "code"),
-            .factory_name = info_str(r, "factory", "name"),
-            .first_scan = r->first_scan,
-            .first_scanned_at = first_at[0] != '\0' ? first_at : NULL,
-            .scan_count = r->scan_count,
-            .reasons = names,
-            .reason_count = n,
-            .anchor_status = "pending",
-            .request_id = http_req_id(r->req),
-        };
-        size_t len = 0;
-        char *html = page_render(&v, &len);
-        http_reply(r->req, 200, "text/html; charset=utf-8", html, len);
-        free(html);
-        json_decref(reasons);
+        reply_page(r, res, first_at);
         return;
     }
-
-    json_t *risk = json_pack("{s:i, s:o}", "score", res->score, "reasons", reasons);
-    if (res->degraded)
-        json_object_set_new(risk, "degraded", json_true());
-    json_t *body = json_pack(
-        "{s:s, s:s, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:{s:s}, s:s}", "tag_id", r->tag, "verdict",
-        verdict, "product", info_member(r, "product"), "batch", info_member(r, "batch"), "factory",
-        info_member(r, "factory"), "first_scan", r->first_scan, "first_scanned_at",
-        first_at[0] != '\0' ? json_string(first_at) : json_null(), "scan_count",
-        r->scan_count > 0 ? json_integer(r->scan_count) : json_null(), "risk", risk, "anchor",
-        "status", "pending", "source", r->source == SOURCE_CACHE ? "cache" : "database");
-    http_reply_json(r->req, 200, body);
+    while ((bit = rules_reason_next(&it)) != 0 && nreasons < RULES_REASON_COUNT)
+        names[nreasons++] = rules_reason_name(bit);
+    struct answer_fields f = {
+        .tag_id = r->tag,
+        .verdict = rules_verdict_name(res->verdict),
+        .info = &r->info_parts,
+        .first_scan = r->first_scan,
+        .first_ms = r->first_ms,
+        .scan_count = r->scan_count,
+        .score = res->score,
+        .reasons = names,
+        .nreasons = nreasons,
+        .degraded = res->degraded,
+        .source = r->source == SOURCE_CACHE ? "cache" : "database",
+    };
+    size_t n = answer_verdict(&f, buf, sizeof(small));
+    if (n > sizeof(small)) {
+        /* Unusually long names: a buffer of the size needed. */
+        if ((buf = malloc(n)) == NULL) {
+            http_reply_problem(r->req, 500, NULL, NULL, "out of memory", NULL);
+            return;
+        }
+        answer_verdict(&f, buf, n);
+    }
+    http_reply(r->req, 200, "application/json", buf, n);
+    if (buf != small)
+        free(buf);
 }
 
 static void reply_unknown(struct scan_req *r, const struct rules_result *res)
@@ -480,7 +537,7 @@ static void count_unknown(struct scan_req *r)
         finish(r);
         return;
     }
-    int argc = tagcache_unknown_args(&a, tagcache_unknown_sha(), r->client, &r->ss->windows);
+    int argc = tagcache_unknown_args(&a, &r->ss->script_consts, r->client, wall_ms());
     if (redis_command(r->w->redis, 0, on_unknown_counted, r, argc, a.argv, a.argvlen) != 0) {
         store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
         r->redis_unusable = 1;
@@ -567,16 +624,14 @@ static void fill_cache(struct scan_req *r)
     struct tagcache_fill f;
     struct tagcache_args a;
     char ttl[16], rv_key[64];
-    char *info = NULL;
 
-    if (r->redis_unusable || !store_allow(r, SERVICE_REDIS)) {
+    if (r->redis_unusable || r->info == NULL || !store_allow(r, SERVICE_REDIS)) {
         r->redis_unusable = 1;
         finish(r);
         return;
     }
-    info = json_dumps(r->info, JSON_COMPACT);
     /* The first-scan time goes in with HSETNX: one the cache already holds wins. */
-    int argc = tagcache_fill_args(&f, r->tag, info, r->batch_id, 0);
+    int argc = tagcache_fill_args(&f, r->tag, r->info, r->batch_id, 0);
     snprintf(ttl, sizeof(ttl), "%d", r->ss->cfg->cache_ttl_s);
     tagcache_revoked_key(rv_key, sizeof(rv_key), r->batch_id);
     /* One round trip: the writes and the lookup script leave together (pipelining). */
@@ -589,9 +644,8 @@ static void fill_cache(struct scan_req *r)
     redis_commandf(r->w->redis, 0, ignore_reply, NULL, "EXPIRE %s %s", f.key, ttl);
     if (r->revoked)
         redis_commandf(r->w->redis, 0, ignore_reply, NULL, "SET %s 1", rv_key);
-    free(info);
-    argc = tagcache_lookup_args(&a, tagcache_lookup_sha(), r->tag, r->client, r->has_loc, r->lat,
-                                r->lon, &r->ss->windows);
+    argc = tagcache_lookup_args(&a, &r->ss->script_consts, r->tag, r->client, r->has_loc, r->lat,
+                                r->lon, wall_ms());
     if (redis_command(r->w->redis, 0, on_filled, r, argc, a.argv, a.argvlen) != 0) {
         store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
         r->redis_unusable = 1;
@@ -602,15 +656,6 @@ static void fill_cache(struct scan_req *r)
 /* --- lookup_db: PostgreSQL -------------------------------------------------------------- */
 
 static void after_db(struct scan_req *r);
-
-static json_t *info_from_row(const PGresult *res)
-{
-    return json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s}, s:{s:s, s:s}}", "product", "id",
-                     PQgetvalue(res, 0, 4), "sku", PQgetvalue(res, 0, 5), "name",
-                     PQgetvalue(res, 0, 6), "batch", "id", PQgetvalue(res, 0, 1), "code",
-                     PQgetvalue(res, 0, 2), "factory", "id", PQgetvalue(res, 0, 7), "name",
-                     PQgetvalue(res, 0, 8));
-}
 
 static void on_db_first(void *arg, const struct pg_result_info *res)
 {
@@ -632,28 +677,40 @@ static void on_db_first(void *arg, const struct pg_result_info *res)
     after_db(r);
 }
 
-static void on_db_lookup(void *arg, const struct pg_result_info *res)
+/* The columns of sql_lookup. */
+enum {
+    COL_TAG,
+    COL_FIRST_MS,
+    COL_BATCH_ID,
+    COL_BATCH_CODE,
+    COL_REVOKED,
+    COL_PRODUCT_ID,
+    COL_SKU,
+    COL_NAME,
+    COL_FACTORY_ID,
+    COL_FACTORY_NAME,
+};
+
+/* What the database said about r's tag: row of res, or -1 when it is not registered. */
+static void on_db_row(struct scan_req *r, const PGresult *res, int row)
 {
-    struct scan_req *r = arg;
-    store_record(r, SERVICE_PG, pg_outcome(res->status));
-    if (res->status != PG_OK) {
-        log_emit(
-            LOG_WARN, http_req_id(r->req), "scan lookup failed",
-            json_pack("{s:s, s:s}", "store", "postgresql", "error", pg_status_str(res->status)));
-        reply_unavailable(r);
-        return;
-    }
     r->source = SOURCE_DATABASE;
-    if (PQntuples(res->res) == 0) {
+    if (row < 0) {
         count_unknown(r);
         return;
     }
     r->found = 1;
-    r->info = info_from_row(res->res);
-    snprintf(r->batch_id, sizeof(r->batch_id), "%s", PQgetvalue(res->res, 0, 1));
-    snprintf(r->factory_id, sizeof(r->factory_id), "%s", PQgetvalue(res->res, 0, 7));
-    r->revoked = PQgetvalue(res->res, 0, 3)[0] == 't';
-    if (PQgetisnull(res->res, 0, 0)) {
+    size_t len = 0;
+    char *text = answer_info_build(
+        PQgetvalue(res, row, COL_PRODUCT_ID), PQgetvalue(res, row, COL_SKU),
+        PQgetvalue(res, row, COL_NAME), PQgetvalue(res, row, COL_BATCH_ID),
+        PQgetvalue(res, row, COL_BATCH_CODE), PQgetvalue(res, row, COL_FACTORY_ID),
+        PQgetvalue(res, row, COL_FACTORY_NAME), &len);
+    info_take(r, text, len); /* r->info stays NULL when out of memory */
+    snprintf(r->batch_id, sizeof(r->batch_id), "%s", PQgetvalue(res, row, COL_BATCH_ID));
+    snprintf(r->factory_id, sizeof(r->factory_id), "%s", PQgetvalue(res, row, COL_FACTORY_ID));
+    r->revoked = PQgetvalue(res, row, COL_REVOKED)[0] == 't';
+    if (PQgetisnull(res, row, COL_FIRST_MS)) {
         const char *params[2] = {r->tag, NULL};
         if (store_allow(r, SERVICE_PG)) {
             if (pg_query_prepared(r->w->pg, 0, on_db_first, r, "scan_first", 2, params) == 0)
@@ -664,7 +721,7 @@ static void on_db_lookup(void *arg, const struct pg_result_info *res)
         r->first_pending = 1;
         r->first_ms = wall_ms();
     } else {
-        r->first_ms = strtoll(PQgetvalue(res->res, 0, 0), NULL, 10);
+        r->first_ms = strtoll(PQgetvalue(res, row, COL_FIRST_MS), NULL, 10);
     }
     after_db(r);
 }
@@ -674,17 +731,125 @@ static void after_db(struct scan_req *r)
     fill_cache(r);
 }
 
+/*
+ * Database lookups are coalesced per worker: a scan that needs PostgreSQL joins the worker's
+ * queue, and the queue leaves as one statement (tag_id = ANY($1), at most SCAN_DB_BATCH
+ * tags) once fewer than SCAN_DB_IN_FLIGHT of the worker's lookups are under way. Under load
+ * one statement and one round trip then answer many scans — each still from the database as
+ * it stands when the statement runs — instead of one each; alone, a scan waits for nothing
+ * but the end of the current loop turn. The statement is one call to the breaker; its
+ * outcome is every scan's.
+ */
+#define SCAN_DB_BATCH 64
+#define SCAN_DB_IN_FLIGHT 2
+
+struct db_lookup {
+    struct scan_worker *sw;
+    struct scan_req *reqs[SCAN_DB_BATCH];
+    int n;
+    uint64_t gen;
+    int64_t started;
+};
+
+static void db_fail(struct scan_req *r, enum pg_status st)
+{
+    log_emit(LOG_WARN, http_req_id(r->req), "scan lookup failed",
+             json_pack("{s:s, s:s}", "store", "postgresql", "error", pg_status_str(st)));
+    reply_unavailable(r);
+}
+
+/* The row of res for tag (rows are few: a linear search), or -1. */
+static int db_row_of(const PGresult *res, const char *tag)
+{
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows; i++)
+        if (strcmp(PQgetvalue(res, i, COL_TAG), tag) == 0)
+            return i;
+    return -1;
+}
+
+static void on_db_lookups(void *arg, const struct pg_result_info *res)
+{
+    struct db_lookup *l = arg;
+    struct scan_worker *sw = l->sw;
+    enum breaker_outcome o = pg_outcome(res->status);
+
+    sw->db_in_flight--;
+    breaker_record(service_breaker(sw->ss->svc, SERVICE_PG), l->gen, o, mono_ms() - l->started);
+    /* More may leave now; from the loop, after these scans have gone on. */
+    if (sw->db_head != NULL)
+        event_active(sw->db_ev, EV_TIMEOUT, 0);
+    for (int i = 0; i < l->n; i++) {
+        struct scan_req *r = l->reqs[i];
+        if (res->status != PG_OK)
+            db_fail(r, res->status);
+        else
+            on_db_row(r, res->res, db_row_of(res->res, r->tag));
+    }
+    free(l);
+}
+
+/* Sends the scans waiting for the database, as many statements as may be under way. */
+static void db_dispatch(evutil_socket_t fd, short what, void *arg)
+{
+    struct scan_worker *sw = arg;
+    struct breaker *b = service_breaker(sw->ss->svc, SERVICE_PG);
+    char tags[SCAN_DB_BATCH * (UUID_STR_LEN + 1) + 3];
+    (void)fd;
+    (void)what;
+
+    while (sw->db_head != NULL && sw->db_in_flight < SCAN_DB_IN_FLIGHT) {
+        struct db_lookup *l = malloc(sizeof(*l));
+        if (l == NULL)
+            break; /* the requests wait for the next lookup's answer */
+        l->sw = sw;
+        l->n = 0;
+        /* The array literal {uuid,uuid,...}: ids are canonical, nothing to quote. */
+        size_t len = 0;
+        tags[len++] = '{';
+        while (sw->db_head != NULL && l->n < SCAN_DB_BATCH) {
+            struct scan_req *r = sw->db_head;
+            sw->db_head = r->db_next;
+            r->db_next = NULL;
+            if (l->n > 0)
+                tags[len++] = ',';
+            memcpy(tags + len, r->tag, UUID_STR_LEN);
+            len += UUID_STR_LEN;
+            l->reqs[l->n++] = r;
+        }
+        if (sw->db_head == NULL)
+            sw->db_tail = NULL;
+        tags[len++] = '}';
+        tags[len] = '\0';
+
+        const char *params[1] = {tags};
+        int sent = sw->w->pg != NULL && breaker_allow(b, &l->gen);
+        if (sent) {
+            l->started = mono_ms();
+            if (pg_query_prepared(sw->w->pg, 0, on_db_lookups, l, "scan_lookup", 1, params) == 0) {
+                sw->db_in_flight++;
+                continue;
+            }
+            breaker_record(b, l->gen, BREAKER_FAILURE, 0);
+        }
+        /* The breaker is open or the statement could not be sent: the answer is not known. */
+        for (int i = 0; i < l->n; i++)
+            reply_unavailable(l->reqs[i]);
+        free(l);
+    }
+}
+
 static void lookup_db(struct scan_req *r)
 {
-    const char *params[1] = {r->tag};
-    if (!store_allow(r, SERVICE_PG)) {
-        reply_unavailable(r);
-        return;
-    }
-    if (pg_query_prepared(r->w->pg, 0, on_db_lookup, r, "scan_lookup", 1, params) != 0) {
-        store_record(r, SERVICE_PG, BREAKER_FAILURE);
-        reply_unavailable(r);
-    }
+    struct scan_worker *sw = r->w->program;
+    r->db_next = NULL;
+    if (sw->db_tail != NULL)
+        sw->db_tail->db_next = r;
+    else
+        sw->db_head = r;
+    sw->db_tail = r;
+    if (sw->db_in_flight < SCAN_DB_IN_FLIGHT)
+        event_active(sw->db_ev, EV_TIMEOUT, 0);
 }
 
 /* --- lookup_cache: one Lua script in Redis ----------------------------------------------- */
@@ -720,20 +885,22 @@ static void on_cache(void *arg, enum redis_status st, const redisReply *reply)
         return;
     }
     metric_inc(r->ss->cache, "hit");
-    json_error_t jerr;
-    r->info = json_loadb(h.info, h.info_len, 0, &jerr);
-    if (r->info == NULL || strlen(h.batch_id) != UUID_STR_LEN) {
+    /* The reply goes away with this callback; the answer may be sent later. */
+    char *text = malloc(h.info_len + 1);
+    if (text != NULL) {
+        memcpy(text, h.info, h.info_len);
+        text[h.info_len] = '\0';
+    }
+    if (info_take(r, text, h.info_len) != 0 || strlen(h.batch_id) != UUID_STR_LEN) {
         /* A damaged cache entry is treated as a miss; the database refills it. */
-        json_decref(r->info);
-        r->info = NULL;
+        info_take(r, NULL, 0);
         lookup_db(r);
         return;
     }
     r->source = SOURCE_CACHE;
     r->found = 1;
     snprintf(r->batch_id, sizeof(r->batch_id), "%s", h.batch_id);
-    const char *fid = info_str(r, "factory", "id");
-    snprintf(r->factory_id, sizeof(r->factory_id), "%s", fid != NULL ? fid : "");
+    memcpy(r->factory_id, r->info_parts.factory_id, sizeof(r->factory_id));
     r->first_ms = h.first_ms;
     r->first_scan = h.first_scan;
     r->revoked = h.revoked;
@@ -752,8 +919,8 @@ static void lookup_cache(struct scan_req *r)
         lookup_db(r);
         return;
     }
-    int argc = tagcache_lookup_args(&a, tagcache_lookup_sha(), r->tag, r->client, r->has_loc,
-                                    r->lat, r->lon, &r->ss->windows);
+    int argc = tagcache_lookup_args(&a, &r->ss->script_consts, r->tag, r->client, r->has_loc,
+                                    r->lat, r->lon, wall_ms());
     if (redis_command(r->w->redis, 0, on_cache, r, argc, a.argv, a.argvlen) != 0) {
         store_record(r, SERVICE_REDIS, BREAKER_FAILURE);
         r->redis_unusable = 1;
@@ -775,45 +942,11 @@ static int parse_degree(const char *s, double min, double max, double *out)
     return errno == 0 && *end == '\0' && isfinite(*out) && *out >= min && *out <= max ? 0 : -1;
 }
 
-static int trusted_proxy(const struct scan_service *ss, const char *ip)
-{
-    for (size_t i = 0; i < ss->nproxies; i++)
-        if (strcmp(ss->proxies[i], ip) == 0)
-            return 1;
-    return 0;
-}
-
-/*
- * The client's address: the peer, or — when the peer is a trusted proxy — the right-most
- * address of X-Forwarded-For that is not itself a trusted proxy.
- */
+/* The client's address, behind trusted reverse proxies too (shared/proxies.c). */
 static void client_ip(struct scan_req *r, char *out, size_t len)
 {
-    const char *peer = http_req_peer(r->req);
-    snprintf(out, len, "%s", peer != NULL ? peer : "");
-    if (peer == NULL || !trusted_proxy(r->ss, peer))
-        return;
-    const char *xff = http_req_header(r->req, "X-Forwarded-For");
-    if (xff == NULL || strlen(xff) > 1024)
-        return;
-    char copy[1025];
-    snprintf(copy, sizeof(copy), "%s", xff);
-    for (;;) {
-        char *comma = strrchr(copy, ',');
-        char *item = comma != NULL ? comma + 1 : copy;
-        while (*item == ' ')
-            item++;
-        size_t n = strcspn(item, " ");
-        item[n] = '\0';
-        /* An address is short and made of hex digits, dots and colons; anything else is not
-         * one, and the peer address stands. */
-        if (n == 0 || n >= len || strspn(item, "0123456789abcdefABCDEF.:") != n)
-            return;
-        memcpy(out, item, n + 1);
-        if (!trusted_proxy(r->ss, item) || comma == NULL)
-            return;
-        *comma = '\0';
-    }
+    proxies_client_ip(r->ss->proxies, http_req_peer(r->req),
+                      http_req_header(r->req, "X-Forwarded-For"), out, len);
 }
 
 static int sane_device_id(const char *s)
@@ -874,13 +1007,14 @@ static void scan_start(struct http_req *req, struct scan_service *ss, int html)
     const char *ua = http_req_header(req, "User-Agent");
     r->user_agent = strndup(ua != NULL ? ua : "", 512);
     client_ip(r, ip, sizeof(ip));
-    hmac_hex(ss, ip, r->ip_hash, sizeof(r->ip_hash));
+    struct scan_worker *sw = r->w->program;
+    hmac_hex(sw, ip, r->ip_hash);
     const char *device = http_req_header(req, "X-Device-Id");
     if (sane_device_id(device)) {
         char h[65];
         char keyed[160];
         snprintf(keyed, sizeof(keyed), "device:%s", device);
-        hmac_hex(ss, keyed, h, sizeof(h));
+        hmac_hex(sw, keyed, h);
         snprintf(r->client, sizeof(r->client), "d%.32s", h);
     } else {
         snprintf(r->client, sizeof(r->client), "i%.32s", r->ip_hash);
@@ -900,11 +1034,12 @@ static void handle_page(struct http_req *req, void *arg)
 
 /* --- setup ---------------------------------------------------------------------------------- */
 
+/* The tags of one coalesced lookup (lookup_db), $1 an array of ids; a row per registered one. */
 static const char sql_lookup[] =
-    "SELECT (extract(epoch FROM t.first_scanned_at) * 1000)::bigint, b.id, b.code,"
+    "SELECT t.tag_id, (extract(epoch FROM t.first_scanned_at) * 1000)::bigint, b.id, b.code,"
     " b.revoked_at IS NOT NULL, p.id, p.sku, p.name, f.id, f.name"
     " FROM tags t JOIN batches b ON b.id = t.batch_id JOIN products p ON p.id = t.product_id"
-    " JOIN factories f ON f.id = t.factory_id WHERE t.tag_id = $1";
+    " JOIN factories f ON f.id = t.factory_id WHERE t.tag_id = ANY($1::uuid[])";
 /*
  * Records a first scan and answers with what is stored: the time (the given one, $2 ms, or
  * the server's clock when $2 is NULL) and whether this call set it. The row lock makes
@@ -919,6 +1054,40 @@ static const char sql_first[] =
     " RETURNING (extract(epoch FROM t.first_scanned_at) * 1000)::bigint,"
     "   old.first_scanned_at IS NULL";
 
+static void log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    log_flush();
+}
+
+/*
+ * Runs inside log_emit() on this worker's thread: the flush event runs after the callbacks
+ * already due in this loop turn, so their lines (access lines included) leave in one write.
+ */
+static void log_wake(void *arg)
+{
+    struct scan_worker *sw = arg;
+    event_active(sw->log_flush, EV_TIMEOUT, 0);
+}
+
+static EVP_MAC_CTX *mac_new(const struct scan_service *ss)
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    EVP_MAC_free(mac); /* the context holds its own reference */
+    if (ctx != NULL && EVP_MAC_init(ctx, ss->salt, ss->salt_len, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
+/* Runs on the worker's thread, before it serves. */
 void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
 {
     struct scan_worker *sw = calloc(1, sizeof(*sw));
@@ -929,11 +1098,16 @@ void *scan_worker_new(struct scan_service *ss, struct service_worker *w)
     sw->w = w;
     sw->backlog = calloc(SCAN_BACKLOG_MAX, sizeof(*sw->backlog));
     sw->flush = event_new(w->base, -1, EV_PERSIST, backlog_flush, sw);
-    if (sw->backlog == NULL || sw->flush == NULL) {
+    sw->log_flush = event_new(w->base, -1, 0, log_flush_cb, sw);
+    sw->db_ev = event_new(w->base, -1, 0, db_dispatch, sw);
+    sw->mac = mac_new(ss);
+    if (sw->backlog == NULL || sw->flush == NULL || sw->log_flush == NULL || sw->db_ev == NULL ||
+        sw->mac == NULL) {
         scan_worker_free(sw);
         return NULL;
     }
     event_add(sw->flush, &every);
+    log_buffer_start(log_wake, sw);
     if (w->pg != NULL) {
         if (pg_pool_prepare(w->pg, "scan_lookup", sql_lookup, 1) != 0 ||
             pg_pool_prepare(w->pg, "scan_first", sql_first, 2) != 0)
@@ -951,10 +1125,22 @@ void scan_worker_free(void *arg)
     struct scan_worker *sw = arg;
     if (sw == NULL)
         return;
+    /* The store clients are gone (freed first): scans still waiting for one cannot be known. */
+    for (struct scan_req *r; (r = sw->db_head) != NULL;) {
+        sw->db_head = r->db_next;
+        reply_unavailable(r);
+    }
+    if (sw->db_ev != NULL)
+        event_free(sw->db_ev);
     if (sw->count > 0)
         log_warn("%zu scan events could not be added to the stream before shutdown", sw->count);
+    if (sw->log_flush != NULL) {
+        log_buffer_stop();
+        event_free(sw->log_flush);
+    }
     if (sw->flush != NULL)
         event_free(sw->flush);
+    EVP_MAC_CTX_free(sw->mac);
     free(sw->backlog);
     free(sw);
 }
@@ -1026,22 +1212,8 @@ static int load_salt(struct scan_service *ss, char *err, size_t errlen)
 
 static int load_proxies(struct scan_service *ss, char *err, size_t errlen)
 {
-    const char *list = ss->cfg->trusted_proxies;
-    if (list == NULL)
-        return 0;
-    char *copy = strdup(list), *save = NULL;
-    for (char *tok = strtok_r(copy, ", ", &save); tok != NULL; tok = strtok_r(NULL, ", ", &save)) {
-        if (ss->nproxies == SCAN_MAX_PROXIES ||
-            strspn(tok, "0123456789abcdefABCDEF.:") != strlen(tok)) {
-            snprintf(err, errlen, "TAGPROOF_TRUSTED_PROXIES: expected up to %d IP addresses",
-                     SCAN_MAX_PROXIES);
-            free(copy);
-            return -1;
-        }
-        ss->proxies[ss->nproxies++] = strdup(tok);
-    }
-    free(copy);
-    return 0;
+    ss->proxies = proxies_new(ss->cfg->trusted_proxies, err, errlen);
+    return ss->proxies != NULL ? 0 : -1;
 }
 
 struct scan_service *scan_service_new(struct service *svc, char *err, size_t errlen)
@@ -1065,13 +1237,16 @@ struct scan_service *scan_service_new(struct service *svc, char *err, size_t err
         snprintf(err, errlen, "anti-fraud rules: %s", why);
         goto fail;
     }
-    ss->windows = (struct tagcache_windows){
+    struct tagcache_windows windows = {
         .dedup_s = ss->rules.dedup_window_s,
         .velocity_s = ss->rules.velocity_window_s,
+        .velocity_max = ss->rules.velocity_max,
         .clone_s = ss->rules.clone_window_s,
+        .clone_max = ss->rules.clone_max_clients,
         .travel_s = ss->rules.travel_window_s,
         .enum_s = ss->rules.enum_window_s,
     };
+    tagcache_consts_init(&ss->script_consts, &windows);
     if (load_salt(ss, err, errlen) != 0 || load_proxies(ss, err, errlen) != 0)
         goto fail;
 
@@ -1112,7 +1287,6 @@ void scan_service_free(struct scan_service *ss)
 {
     if (ss == NULL)
         return;
-    for (size_t i = 0; i < ss->nproxies; i++)
-        free(ss->proxies[i]);
+    proxies_free(ss->proxies);
     free(ss);
 }

@@ -9,7 +9,6 @@
 #include "events.h"
 #include "log.h"
 
-#include <event2/buffer.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,7 +86,7 @@ struct sink {
     struct redis_client *redis;
     struct pg_pool *pg;
     char *stream, *group, *consumer;
-    int batch_max, block_ms, redis_timeout_ms, pg_timeout_ms;
+    int batch_max, linger_ms, block_ms, redis_timeout_ms, pg_timeout_ms;
     int claim_idle_ms, claim_interval_ms, trim_interval_ms, partition_interval_ms;
     int backoff_min_ms, backoff_max_ms, commit_delay_ms;
     int64_t max_age_ms, max_future_ms;
@@ -130,6 +129,13 @@ struct sink {
 
     const char **ack_argv;
     size_t *ack_lens;
+
+    /* The store statement's array parameters, rebuilt for every batch in buffers kept. */
+    struct param_buf {
+        char *buf;
+        size_t len, cap;
+    } params[SINK_STORE_NPARAMS];
+    bool params_failed; /* out of memory while building them */
 
     int months[SINK_MONTHS_MAX]; /* months (year * 12 + month - 1) known to have partitions */
     int nmonths;
@@ -564,86 +570,101 @@ static void partitions_run(struct sink *s)
 
 /* ---- storing --------------------------------------------------------------------------- */
 
-static void arr_open(struct evbuffer *b)
+static void arr_put(struct sink *s, struct param_buf *b, const char *v, size_t n)
 {
-    evbuffer_add(b, "{", 1);
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap > 0 ? b->cap : 4096;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *grown = realloc(b->buf, cap);
+        if (grown == NULL) {
+            s->params_failed = true;
+            return;
+        }
+        b->buf = grown;
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, v, n);
+    b->len += n;
 }
 
-static void arr_sep(struct evbuffer *b, bool first)
+static void arr_raw(struct sink *s, struct param_buf *b, const char *v)
 {
-    if (!first)
-        evbuffer_add(b, ",", 1);
-}
-
-static void arr_raw(struct evbuffer *b, const char *v)
-{
-    evbuffer_add(b, v, strlen(v));
+    arr_put(s, b, v, strlen(v));
 }
 
 /* A quoted array element: only '"' and '\' need a backslash inside the quotes. */
-static void arr_text(struct evbuffer *b, const char *v)
+static void arr_text(struct sink *s, struct param_buf *b, const char *v)
 {
     if (v == NULL) {
-        evbuffer_add(b, "NULL", 4);
+        arr_put(s, b, "NULL", 4);
         return;
     }
-    evbuffer_add(b, "\"", 1);
+    arr_put(s, b, "\"", 1);
     while (*v != '\0') {
         size_t run = strcspn(v, "\"\\");
-        evbuffer_add(b, v, run);
+        arr_put(s, b, v, run);
         v += run;
         if (*v != '\0') {
-            evbuffer_add(b, "\\", 1);
-            evbuffer_add(b, v, 1);
+            arr_put(s, b, "\\", 1);
+            arr_put(s, b, v, 1);
             v++;
         }
     }
-    evbuffer_add(b, "\"", 1);
+    arr_put(s, b, "\"", 1);
 }
 
-static void arr_uuid(struct evbuffer *b, const char *v)
+static void arr_uuid(struct sink *s, struct param_buf *b, const char *v)
 {
-    arr_raw(b, v[0] != '\0' ? v : "NULL");
+    arr_raw(s, b, v[0] != '\0' ? v : "NULL");
 }
 
-/* Builds the store statement's array parameters for entries lo..hi into bufs. */
-static void store_params(struct sink *s, struct evbuffer **bufs)
+/*
+ * Builds the store statement's array parameters for entries lo..hi into s->params, each a
+ * NUL-terminated array literal. 0, or -1 when out of memory.
+ */
+static int store_params(struct sink *s)
 {
+    struct param_buf *b = s->params;
     char num[40];
     bool first = true;
-    for (int p = 0; p < SINK_STORE_NPARAMS; p++)
-        arr_open(bufs[p]);
+    s->params_failed = false;
+    for (int p = 0; p < SINK_STORE_NPARAMS; p++) {
+        b[p].len = 0;
+        arr_put(s, &b[p], "{", 1);
+    }
     for (int i = s->lo; i < s->hi; i++) {
         const struct sink_entry *en = &s->entries[i];
         const struct scan_event *ev = &en->ev;
         if (en->state != E_VALID)
             continue;
-        for (int p = 0; p < SINK_STORE_NPARAMS; p++)
-            arr_sep(bufs[p], first);
+        if (!first)
+            for (int p = 0; p < SINK_STORE_NPARAMS; p++)
+                arr_put(s, &b[p], ",", 1);
         first = false;
-        arr_text(bufs[0], en->id);
+        arr_text(s, &b[0], en->id);
         snprintf(num, sizeof(num), "%" PRId64, ev->ts_ms);
-        arr_raw(bufs[1], num);
-        arr_uuid(bufs[2], ev->tag_id);
-        arr_uuid(bufs[3], ev->factory_id);
-        arr_uuid(bufs[4], ev->batch_id);
-        arr_text(bufs[5], ev->verdict);
+        arr_raw(s, &b[1], num);
+        arr_uuid(s, &b[2], ev->tag_id);
+        arr_uuid(s, &b[3], ev->factory_id);
+        arr_uuid(s, &b[4], ev->batch_id);
+        arr_text(s, &b[5], ev->verdict);
         snprintf(num, sizeof(num), "%d", ev->score);
-        arr_raw(bufs[6], num);
-        arr_text(bufs[7], ev->reasons);
-        arr_text(bufs[8], ev->ip_hash[0] != '\0' ? ev->ip_hash : NULL);
-        arr_text(bufs[9], ev->user_agent);
+        arr_raw(s, &b[6], num);
+        arr_text(s, &b[7], ev->reasons);
+        arr_text(s, &b[8], ev->ip_hash[0] != '\0' ? ev->ip_hash : NULL);
+        arr_text(s, &b[9], ev->user_agent);
         if (ev->has_location) {
             snprintf(num, sizeof(num), "%.17g", ev->lat);
-            arr_raw(bufs[10], num);
+            arr_raw(s, &b[10], num);
             snprintf(num, sizeof(num), "%.17g", ev->lon);
-            arr_raw(bufs[11], num);
+            arr_raw(s, &b[11], num);
         } else {
-            arr_raw(bufs[10], "NULL");
-            arr_raw(bufs[11], "NULL");
+            arr_raw(s, &b[10], "NULL");
+            arr_raw(s, &b[11], "NULL");
         }
-        arr_text(bufs[12], ev->source);
-        arr_raw(bufs[13], ev->first_scan ? "t" : "f");
+        arr_text(s, &b[12], ev->source);
+        arr_raw(s, &b[13], ev->first_scan ? "t" : "f");
         /*
          * The time the scan path announced as the first scan, unless it is implausibly far
          * from the scan itself (a clock gone wrong): then the scan's own time.
@@ -651,13 +672,14 @@ static void store_params(struct sink *s, struct evbuffer **bufs)
         if (ev->first_ms > 0 && ev->first_ms >= ev->ts_ms - 3600 * 1000 &&
             ev->first_ms <= ev->ts_ms + 3600 * 1000) {
             snprintf(num, sizeof(num), "%" PRId64, ev->first_ms);
-            arr_raw(bufs[14], num);
+            arr_raw(s, &b[14], num);
         } else {
-            arr_raw(bufs[14], "NULL");
+            arr_raw(s, &b[14], "NULL");
         }
     }
     for (int p = 0; p < SINK_STORE_NPARAMS; p++)
-        evbuffer_add(bufs[p], "}", 2); /* with the NUL */
+        arr_put(s, &b[p], "}", 2); /* with the NUL */
+    return s->params_failed ? -1 : 0;
 }
 
 static bool data_error(const char *sqlstate)
@@ -870,28 +892,21 @@ static void on_timeout_set(void *arg, const struct pg_result_info *r)
         tx_failed(s, r, "begin");
         return;
     }
-    struct evbuffer *bufs[SINK_STORE_NPARAMS] = {0};
     const char *values[SINK_STORE_NPARAMS];
     struct sink_call *c = NULL;
     int rc = -1;
+    if (store_params(s) != 0)
+        goto done;
     for (int p = 0; p < SINK_STORE_NPARAMS; p++)
-        if ((bufs[p] = evbuffer_new()) == NULL)
-            goto done;
-    store_params(s, bufs);
-    for (int p = 0; p < SINK_STORE_NPARAMS; p++)
-        if ((values[p] = (const char *)evbuffer_pullup(bufs[p], -1)) == NULL)
-            goto done;
+        values[p] = s->params[p].buf;
     if ((c = call_new(s)) == NULL)
         goto done;
-    /* The parameters are copied: the buffers go at once. */
+    /* The parameters are copied: the buffers are free for the next batch at once. */
     rc = pg_conn_query_prepared(s->conn, s->pg_timeout_ms + 1000, on_stored, c, SINK_STORE_STMT,
                                 SINK_STORE_NPARAMS, values);
     if (rc != 0)
         call_end(c);
 done:
-    for (int p = 0; p < SINK_STORE_NPARAMS; p++)
-        if (bufs[p] != NULL)
-            evbuffer_free(bufs[p]);
     if (rc != 0)
         tx_failed_local(s, "insert");
 }
@@ -979,8 +994,13 @@ static void on_acked(void *arg, enum redis_status st, const redisReply *reply)
     s->stats.batches_ok++;
     metric_inc(s->m.batches, "ok");
     s->failures = 0;
+    bool small = s->src == SRC_NEW && s->n < s->batch_max / 2;
     batch_clear(s);
-    sink_step(s);
+    /* A small batch: the stream is drained as fast as it fills. Let the next one grow. */
+    if (small && !s->stopping)
+        sink_wait(s, s->linger_ms);
+    else
+        sink_step(s);
 }
 
 static void batch_ack(struct sink *s)
@@ -1444,6 +1464,7 @@ struct sink *sink_new(struct event_base *base, struct redis_client *redis, struc
     s->group = sink_strdup(opt->group != NULL ? opt->group : SINK_GROUP_DEFAULT);
     s->consumer = sink_strdup(opt->consumer);
     s->batch_max = opt_or(opt->batch_max, 500);
+    s->linger_ms = opt_or(opt->linger_ms, 100);
     s->block_ms = opt_or(opt->block_ms, 1000);
     s->redis_timeout_ms = opt_or(opt->redis_timeout_ms, 2000);
     s->pg_timeout_ms = opt_or(opt->pg_timeout_ms, 10000);
@@ -1535,6 +1556,8 @@ void sink_free(struct sink *s)
     if (s->timer != NULL)
         event_free(s->timer);
     free(s->entries);
+    for (int p = 0; p < SINK_STORE_NPARAMS; p++)
+        free(s->params[p].buf);
     free(s->ack_argv);
     free(s->ack_lens);
     free(s->stream);

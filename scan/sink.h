@@ -30,6 +30,13 @@ struct sink_options {
     const char *consumer; /* required, unique per process and stable for its life: host-pid */
     int batch_max;        /* entries per read and per transaction; 500, at most 5000 */
     /*
+     * After storing a batch of fewer than batch_max / 2 new entries, wait this long before
+     * reading again: under load the next batch is then bigger, and a transaction's fixed
+     * cost (BEGIN, statement, COMMIT and its WAL flush) is shared by more events. Events
+     * reach PostgreSQL this much later at most. 100.
+     */
+    int linger_ms;
+    /*
      * XREADGROUP BLOCK time. The command's deadline is block_ms + redis_timeout_ms, so the
      * Redis client's stall detection never mistakes a blocked read for a dead server.
      */

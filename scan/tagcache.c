@@ -4,9 +4,9 @@
  * one Redis master (with replicas and Sentinel), not Redis Cluster.
  *
  * Keys: tp:t:<tag> hash {d: info JSON, b: batch id, f: first scan ms}; tp:rv:<batch> marks a
- * recalled batch; tp:n:<tag> scan count; tp:d:<tag>:<client> the dedup window; tp:v:<tag>
- * scan times (velocity); tp:c:<tag> clients by last scan (clone spread); tp:l:<tag> the last
- * located scan; tp:e:<client> unknown tags asked by a client (enumeration).
+ * recalled batch; tp:n:<tag> scan count; tp:d:<tag>:<client> the dedup window; tp:s:<tag> the
+ * tag's rule state (velocity, clone spread, last located scan: see the lookup script);
+ * tp:e:<client> unknown tags asked by a client (enumeration).
  */
 #include "tagcache.h"
 
@@ -16,53 +16,85 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * The lookup script. Its time is the scan server's clock (ARGV[3], ms), the clock the rules
+ * judge with, so one scan is judged and recorded at one instant. Arguments:
+ *   KEYS[1] tp:t:<tag>
+ *   ARGV 1 tag, 2 client, 3 now ms, 4 has location "1"/"0", 5 lat, 6 lon,
+ *        7 dedup s, 8 velocity window ms, 9 velocity scans kept, 10 clone window ms,
+ *        11 clients kept, 12 travel window ms, 13 state lifetime ms, 14 enumeration window ms.
+ *
+ * The rule state of a tag is one string, tp:s:<tag>, rewritten only by a counted scan (a
+ * repeat within the dedup window reads it and writes nothing):
+ *     "<ms> <ms> ...|<client>=<ms> <client>=<ms> ...|<lat> <lon> <ms>"
+ * the times of the last counted scans (oldest first), the clients of the last counted scans
+ * with the time of each one's last counted scan (oldest first, each client once), and the
+ * last located counted scan. The rules only ask whether a count is above its maximum, so
+ * the state keeps max + 1 of each: the scans (clients) counted in the window are then exact
+ * up to max + 1, and whether more than max fall in the window is exact — if more than max
+ * did, the max + 1 most recent are all among them. Entries that left their window are
+ * dropped at the next write. One GET and one SET replace the sorted sets of earlier versions
+ * (four keys, ten to twelve commands per scan).
+ */
 static const char lookup_script[] =
     "local t = redis.call('HMGET', KEYS[1], 'd', 'b', 'f')\n"
-    "local now = redis.call('TIME')\n"
-    "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
+    "local now = ARGV[3]\n"
+    "local ms = tonumber(now)\n"
     "if not t[1] then return {0, ms} end\n"
     "local tag, client = ARGV[1], ARGV[2]\n"
     "local first, fs = 0, t[3]\n"
     "if not fs then\n"
-    "  redis.call('HSET', KEYS[1], 'f', ms)\n"
-    "  first, fs = 1, ms\n"
+    "  redis.call('HSET', KEYS[1], 'f', now)\n"
+    "  first, fs = 1, now\n"
     "end\n"
     "local revoked = redis.call('EXISTS', 'tp:rv:' .. t[2])\n"
-    "local rep = 0\n"
-    "if not redis.call('SET', 'tp:d:' .. tag .. ':' .. client, 1, 'NX', 'EX', ARGV[6]) then\n"
-    "  rep = 1\n"
+    "local rep = 1\n"
+    "if redis.call('SET', 'tp:d:' .. tag .. ':' .. client, 1, 'NX', 'EX', ARGV[7]) then\n"
+    "  rep = 0\n"
     "end\n"
-    "local vk, ck, lk = 'tp:v:' .. tag, 'tp:c:' .. tag, 'tp:l:' .. tag\n"
+    "local sk = 'tp:s:' .. tag\n"
+    "local st = redis.call('GET', sk) or ''\n"
+    "local a = string.find(st, '|', 1, true) or #st + 1\n"
+    "local b = string.find(st, '|', a + 1, true) or #st + 1\n"
+    "local vmin, cmin = ms - tonumber(ARGV[8]), ms - tonumber(ARGV[10])\n"
+    "local v, c = {}, {}\n"
+    "for x in string.gmatch(string.sub(st, 1, a - 1), '%d+') do\n"
+    "  if tonumber(x) > vmin then v[#v + 1] = x end\n"
+    "end\n"
+    "for id, x in string.gmatch(string.sub(st, a + 1, b - 1), '(%w+)=(%d+)') do\n"
+    "  if tonumber(x) > cmin and (rep == 1 or id ~= client) then c[#c + 1] = id .. '=' .. x end\n"
+    "end\n"
+    "local plat, plon, pms = string.match(string.sub(st, b + 1), '^(%S+) (%S+) (%d+)$')\n"
+    "local nv, nc = #v, #c\n"
     "if rep == 0 then\n"
-    "  redis.call('ZADD', vk, ms, ms .. ':' .. client)\n"
-    "  redis.call('ZADD', ck, ms, client)\n"
+    "  v[nv + 1] = now\n"
+    "  c[nc + 1] = client .. '=' .. now\n"
+    "  local v0 = math.max(1, nv + 2 - tonumber(ARGV[9]))\n"
+    "  local c0 = math.max(1, nc + 2 - tonumber(ARGV[11]))\n"
+    "  nv, nc = nv + 2 - v0, nc + 2 - c0\n"
+    "  local loc = ''\n"
+    "  if ARGV[4] == '1' then\n"
+    "    loc = ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. now\n"
+    "  elseif pms and tonumber(pms) > ms - tonumber(ARGV[12]) then\n"
+    "    loc = plat .. ' ' .. plon .. ' ' .. pms\n"
+    "  end\n"
+    "  redis.call('SET', sk, table.concat(v, ' ', v0) .. '|' .. table.concat(c, ' ', c0) .. "
+    "'|' .. loc,\n"
+    "             'PX', ARGV[13])\n"
     "end\n"
-    "redis.call('ZREMRANGEBYSCORE', vk, '-inf', ms - tonumber(ARGV[7]) * 1000)\n"
-    "redis.call('PEXPIRE', vk, tonumber(ARGV[7]) * 1000)\n"
-    "local vel = redis.call('ZCARD', vk)\n"
-    "redis.call('ZREMRANGEBYSCORE', ck, '-inf', ms - tonumber(ARGV[8]) * 1000)\n"
-    "redis.call('ZREMRANGEBYRANK', ck, 0, -1001)\n"
-    "redis.call('PEXPIRE', ck, tonumber(ARGV[8]) * 1000)\n"
-    "local clients = redis.call('ZCARD', ck)\n"
-    "local prev = redis.call('HMGET', lk, 'lat', 'lon', 'ms')\n"
-    "if ARGV[3] == '1' and rep == 0 then\n"
-    "  redis.call('HSET', lk, 'lat', ARGV[4], 'lon', ARGV[5], 'ms', ms)\n"
-    "  redis.call('PEXPIRE', lk, tonumber(ARGV[9]) * 1000)\n"
-    "end\n"
-    "local unk = redis.call('ZCOUNT', 'tp:e:' .. client, ms - tonumber(ARGV[10]) * 1000, "
-    "'+inf')\n"
+    "local unk = redis.call('ZCOUNT', 'tp:e:' .. client, ms - tonumber(ARGV[14]), '+inf')\n"
     "local n = redis.call('INCR', 'tp:n:' .. tag)\n"
-    "return {1, ms, t[1], t[2], tonumber(fs), first, revoked, rep, vel, clients, unk,\n"
-    "        prev[1] or '', prev[2] or '', prev[3] or '', n}\n";
+    "return {1, ms, t[1], t[2], tonumber(fs), first, revoked, rep, nv, nc, unk,\n"
+    "        plat or '', plon or '', pms or '', n}\n";
 
+/* ARGV 1 client, 2 now ms, 3 enumeration window ms. */
 static const char unknown_script[] =
-    "local now = redis.call('TIME')\n"
-    "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
+    "local ms = tonumber(ARGV[2])\n"
     "local ek = 'tp:e:' .. ARGV[1]\n"
-    "redis.call('ZADD', ek, ms, ms .. ':' .. redis.call('INCR', 'tp:eseq'))\n"
-    "redis.call('ZREMRANGEBYSCORE', ek, '-inf', ms - tonumber(ARGV[2]) * 1000)\n"
+    "redis.call('ZADD', ek, ms, ARGV[2] .. ':' .. redis.call('INCR', 'tp:eseq'))\n"
+    "redis.call('ZREMRANGEBYSCORE', ek, '-inf', ms - tonumber(ARGV[3]))\n"
     "redis.call('ZREMRANGEBYRANK', ek, 0, -1001)\n"
-    "redis.call('PEXPIRE', ek, tonumber(ARGV[2]) * 1000)\n"
+    "redis.call('PEXPIRE', ek, ARGV[3])\n"
     "return redis.call('ZCARD', ek)\n";
 
 static char lookup_sha[41], unknown_sha[41];
@@ -116,60 +148,91 @@ void tagcache_revoked_key(char *out, size_t len, const char *batch_id)
     snprintf(out, len, "tp:rv:%s", batch_id);
 }
 
-/* Appends a NUL-terminated string argument; numbers are formatted into a->buf. */
-static void arg(struct tagcache_args *a, int *argc, const char *s)
+static void arg(struct tagcache_args *a, int *argc, const char *s, size_t len)
 {
     a->argv[*argc] = s;
-    a->argvlen[*argc] = strlen(s);
+    a->argvlen[*argc] = len;
     (*argc)++;
 }
 
-static void argf(struct tagcache_args *a, int *argc, size_t *used, const char *fmt, double v)
+/* Formats v into c->buf as the next constant. */
+static void consts_add(struct tagcache_consts *c, size_t *used, int i, unsigned long long v)
 {
-    char *p = a->buf + *used;
-    int n = snprintf(p, sizeof(a->buf) - *used, fmt, v);
+    char *p = c->buf + *used;
+    int n = snprintf(p, sizeof(c->buf) - *used, "%llu", v);
+    c->argv[i] = p;
+    c->argvlen[i] = (size_t)n;
     *used += (size_t)n + 1;
-    a->argv[*argc] = p;
-    a->argvlen[*argc] = (size_t)n;
-    (*argc)++;
 }
 
-int tagcache_lookup_args(struct tagcache_args *a, const char *sha, const char *tag_id,
-                         const char *client, bool has_loc, double lat, double lon,
-                         const struct tagcache_windows *w)
+void tagcache_consts_init(struct tagcache_consts *c, const struct tagcache_windows *w)
 {
-    int argc = 0;
+    unsigned long long state_s = w->velocity_s;
     size_t used = 0;
-    char *key = a->buf;
+    if (w->clone_s > state_s)
+        state_s = w->clone_s;
+    if (w->travel_s > state_s)
+        state_s = w->travel_s;
+    consts_add(c, &used, TC_DEDUP_S, w->dedup_s);
+    consts_add(c, &used, TC_VELOCITY_MS, 1000ULL * w->velocity_s);
+    consts_add(c, &used, TC_VELOCITY_KEEP, w->velocity_max + 1ULL);
+    consts_add(c, &used, TC_CLONE_MS, 1000ULL * w->clone_s);
+    consts_add(c, &used, TC_CLONE_KEEP, w->clone_max + 1ULL);
+    consts_add(c, &used, TC_TRAVEL_MS, 1000ULL * w->travel_s);
+    consts_add(c, &used, TC_STATE_MS, 1000ULL * state_s);
+    consts_add(c, &used, TC_ENUM_MS, 1000ULL * w->enum_s);
+}
+
+int tagcache_lookup_args(struct tagcache_args *a, const struct tagcache_consts *c,
+                         const char *tag_id, const char *client, bool has_loc, double lat,
+                         double lon, int64_t now_ms)
+{
+    int argc = 0, n;
+    size_t used;
+    char *key = a->buf, *now, *la, *lo;
+    const char *sha = tagcache_lookup_sha();
+
     used = (size_t)snprintf(key, 48, "tp:t:%s", tag_id) + 1;
-    arg(a, &argc, "EVALSHA");
-    arg(a, &argc, sha);
-    arg(a, &argc, "1");
-    a->argv[argc] = key;
-    a->argvlen[argc++] = used - 1;
-    arg(a, &argc, tag_id);
-    arg(a, &argc, client);
-    arg(a, &argc, has_loc ? "1" : "0");
-    argf(a, &argc, &used, "%.6f", has_loc ? lat : 0);
-    argf(a, &argc, &used, "%.6f", has_loc ? lon : 0);
-    argf(a, &argc, &used, "%.0f", w->dedup_s);
-    argf(a, &argc, &used, "%.0f", w->velocity_s);
-    argf(a, &argc, &used, "%.0f", w->clone_s);
-    argf(a, &argc, &used, "%.0f", w->travel_s);
-    argf(a, &argc, &used, "%.0f", w->enum_s);
+    arg(a, &argc, "EVALSHA", 7);
+    arg(a, &argc, sha, 40);
+    arg(a, &argc, "1", 1);
+    arg(a, &argc, key, used - 1);
+    arg(a, &argc, tag_id, strlen(tag_id));
+    arg(a, &argc, client, strlen(client));
+    now = a->buf + used;
+    n = snprintf(now, 24, "%lld", (long long)now_ms);
+    used += (size_t)n + 1;
+    arg(a, &argc, now, (size_t)n);
+    if (has_loc) {
+        arg(a, &argc, "1", 1);
+        la = a->buf + used;
+        n = snprintf(la, 32, "%.6f", lat);
+        used += (size_t)n + 1;
+        arg(a, &argc, la, (size_t)n);
+        lo = a->buf + used;
+        n = snprintf(lo, 32, "%.6f", lon);
+        arg(a, &argc, lo, (size_t)n);
+    } else {
+        arg(a, &argc, "0", 1);
+        arg(a, &argc, "", 0);
+        arg(a, &argc, "", 0);
+    }
+    for (int i = 0; i < TC_COUNT; i++)
+        arg(a, &argc, c->argv[i], c->argvlen[i]);
     return argc;
 }
 
-int tagcache_unknown_args(struct tagcache_args *a, const char *sha, const char *client,
-                          const struct tagcache_windows *w)
+int tagcache_unknown_args(struct tagcache_args *a, const struct tagcache_consts *c,
+                          const char *client, int64_t now_ms)
 {
     int argc = 0;
-    size_t used = 0;
-    arg(a, &argc, "EVALSHA");
-    arg(a, &argc, sha);
-    arg(a, &argc, "0");
-    arg(a, &argc, client);
-    argf(a, &argc, &used, "%.0f", w->enum_s);
+    int n = snprintf(a->buf, 24, "%lld", (long long)now_ms);
+    arg(a, &argc, "EVALSHA", 7);
+    arg(a, &argc, tagcache_unknown_sha(), 40);
+    arg(a, &argc, "0", 1);
+    arg(a, &argc, client, strlen(client));
+    arg(a, &argc, a->buf, (size_t)n);
+    arg(a, &argc, c->argv[TC_ENUM_MS], c->argvlen[TC_ENUM_MS]);
     return argc;
 }
 

@@ -89,6 +89,9 @@ static const struct config_entry entries[] = {
      "seconds between anchoring cycles"},
     {"TAGPROOF_LOG_ORIGIN", CT_STRING, F(log_origin), "tagproof.local/log", 0, 0, NULL,
      "origin line of the log's checkpoints"},
+    {"TAGPROOF_LOG_KEY_FILE", CT_STRING, F(log_key_file), NULL, 0, 0, NULL,
+     "PEM Ed25519 private key the anchor service signs the log's checkpoints with (default: "
+     "generated once into TAGPROOF_DATA_DIR/log-signing.pem)"},
     {"TAGPROOF_SINK", CT_CHOICE, F(sink), "on", 0, 0, "on|off",
      "on: tagproof-scan runs the scan-event sink (stream to PostgreSQL) on a thread of its own"},
     {"TAGPROOF_TRUSTED_PROXIES", CT_STRING, F(trusted_proxies), NULL, 0, 0, NULL,

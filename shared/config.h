@@ -52,6 +52,7 @@ struct config {
     int eth_confirmations;
     int anchor_interval_s;
     char *log_origin;
+    char *log_key_file; /* the checkpoint signing key; NULL: <data_dir>/log-signing.pem */
     /* scan service */
     char *sink;            /* "on": tagproof-scan runs the scan-event sink thread */
     char *trusted_proxies; /* comma-separated IP addresses whose X-Forwarded-For is honoured */

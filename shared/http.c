@@ -53,6 +53,12 @@
 #define HTTP_ID_MAX 64
 #define HTTP_LOG_PATH_MAX 256
 #define WATCH_DELAY_MS 100
+/* A streamed body: at most this much waits for the handler before reading stops. */
+#define BODY_BUF_MAX (256 * 1024)
+/* ... and at most this much is handed over in one pass of the loop, for fairness. */
+#define BODY_PASS_MAX (1024 * 1024)
+/* The field the input watch adds to a header section it rewrote for a streamed body. */
+#define STREAM_MARKER "X-Tagproof-Body-Stream"
 
 struct worker;
 
@@ -62,12 +68,51 @@ struct route {
     char *label;
     http_handler_fn fn;
     void *arg;
+    int stream;      /* the body is streamed to the handler (httpd_route_stream) */
+    size_t max_body; /* ... of at most this many bytes */
 };
 
 /* A piece of the request path: a route parameter before it is copied. */
 struct span {
     const char *p;
     size_t len;
+};
+
+/* What the input watch of a connection (servers with streaming routes) does with its bytes. */
+enum rx_state {
+    RX_HEAD,     /* holds the next request's header section back from evhttp until it is whole */
+    RX_DISPATCH, /* handed evhttp a rewritten streamed request, which it has not dispatched yet */
+    RX_BODY,     /* takes the declared body out of the input, for the handler or to discard */
+    RX_PASS,     /* leaves the current request to evhttp; watches again after its response */
+    RX_OFF,      /* the connection closes after the current response */
+};
+
+/* What a streamed request's header section asked for. */
+enum rx_verdict {
+    RX_STREAM,        /* a body within the route's limit */
+    RX_TOO_LARGE,     /* 413 */
+    RX_NEED_LENGTH,   /* Transfer-Encoding: 411, and close */
+    RX_EXPECT_FAILED, /* an expectation other than 100-continue: 417, and close */
+};
+
+struct conn_rx {
+    enum rx_state state;
+    struct evbuffer *hold;        /* the header section being collected; NULL: no watch */
+    struct evbuffer_cb_entry *cb; /* on the bufferevent's input */
+    size_t scanned;               /* bytes of hold known to be whole lines */
+    size_t searched;              /* bytes of hold known to hold no further line end */
+    int have_line;                /* the request line was seen and names a streaming route */
+    const struct route *route;    /* ... that one */
+    enum rx_verdict verdict;
+    uint64_t declared;    /* its Content-Length */
+    uint64_t remaining;   /* body bytes still to take out of the input */
+    struct http_req *req; /* who gets them; NULL: they are discarded */
+    unsigned expect : 1;  /* "Expect: 100-continue" */
+    unsigned http11 : 1;  /* the request is HTTP/1.1 */
+    unsigned busy : 1;    /* in rx_run: its own changes to the input are no news */
+    unsigned reading : 1; /* EV_READ is on for a handler's stream (evhttp had turned it off) */
+    unsigned seq;         /* rewritten header sections so far */
+    char nonce[16];       /* the marker's value in the one evhttp is about to dispatch */
 };
 
 /* One client connection, from adoption until evhttp frees it (conn_closed_cb). */
@@ -79,6 +124,26 @@ struct http_conn {
     struct http_req *cur;         /* the request being handled or answered, if any */
     struct event *deadline;       /* request_timeout, armed while waiting for a request */
     struct http_conn *next_adopt; /* the worker's list of connections not yet adopted */
+    struct conn_rx rx;
+};
+
+/* A streamed request body on its way to the handler. */
+struct req_body {
+    int64_t length;       /* as declared */
+    struct evbuffer *buf; /* received, not yet delivered */
+    struct event *ev;     /* delivers from the loop */
+    http_body_data_fn on_data;
+    http_body_end_fn on_end;
+    void *arg;
+    uint64_t delivered;
+    unsigned reading : 1;   /* http_req_body_read was called */
+    unsigned paused : 1;    /* on_data asked for a pause */
+    unsigned stopped : 1;   /* on_data said -1 */
+    unsigned complete : 1;  /* every declared byte arrived (is in buf or delivered) */
+    unsigned truncated : 1; /* the connection ended first */
+    unsigned ended : 1;     /* on_end was called */
+    unsigned in_cb : 1;     /* on_data or on_end is running: a reply must not free the request */
+    unsigned expect : 1;    /* the client waits for "100 Continue" before sending the body */
 };
 
 struct http_req {
@@ -97,7 +162,9 @@ struct http_req {
     unsigned gone : 1;            /* the client closed or reset */
     unsigned query_parsed : 1;
     unsigned query_ok : 1;
-    struct event *gone_ev; /* watches the socket while the handler works */
+    unsigned close_after : 1; /* the response closes the connection */
+    struct req_body *body;    /* on a streaming route */
+    struct event *gone_ev;    /* watches the socket while the handler works */
     struct timespec t0;
     struct sockaddr_storage peer;
     char peer_text[INET6_ADDRSTRLEN];
@@ -138,6 +205,8 @@ struct httpd {
     unsigned port;
     struct route *routes;
     size_t nroutes;
+    unsigned stream_methods; /* of the streaming routes; 0: no input watch at all */
+    size_t hold_max;         /* the input watch leaves longer header sections to evhttp */
     struct worker *workers;
     int started, shut;
     pthread_mutex_t lock;
@@ -376,8 +445,8 @@ static const struct route *router_match(const struct httpd *h, enum http_method 
     return get;
 }
 
-int httpd_route(struct httpd *h, enum http_method method, const char *pattern, const char *label,
-                http_handler_fn fn, void *arg)
+static int route_add(struct httpd *h, enum http_method method, const char *pattern,
+                     const char *label, size_t max_body, http_handler_fn fn, void *arg)
 {
     unsigned nparams = 0;
     struct route *grown = NULL, *rt = NULL;
@@ -394,7 +463,8 @@ int httpd_route(struct httpd *h, enum http_method method, const char *pattern, c
         return -1;
     h->routes = grown;
     rt = &h->routes[h->nroutes];
-    *rt = (struct route){.method = method, .fn = fn, .arg = arg};
+    *rt = (struct route){
+        .method = method, .fn = fn, .arg = arg, .stream = max_body > 0, .max_body = max_body};
     rt->pattern = strdup(pattern);
     rt->label = strdup(label != NULL ? label : pattern);
     if (rt->pattern == NULL || rt->label == NULL) {
@@ -403,7 +473,24 @@ int httpd_route(struct httpd *h, enum http_method method, const char *pattern, c
         return -1;
     }
     h->nroutes++;
+    if (rt->stream)
+        h->stream_methods |= method;
     return 0;
+}
+
+int httpd_route(struct httpd *h, enum http_method method, const char *pattern, const char *label,
+                http_handler_fn fn, void *arg)
+{
+    return route_add(h, method, pattern, label, 0, fn, arg);
+}
+
+int httpd_route_stream(struct httpd *h, enum http_method method, const char *pattern,
+                       const char *label, size_t max_body, http_handler_fn fn, void *arg)
+{
+    /* Methods that carry content; evhttp reads no body for the others (HEAD, GET's fallback). */
+    if (max_body == 0 || (method != HTTP_POST && method != HTTP_PUT && method != HTTP_PATCH))
+        return -1;
+    return route_add(h, method, pattern, label, max_body, fn, arg);
 }
 
 /* ---- the access log and metrics, once per request ---- */
@@ -437,6 +524,7 @@ static void path_for_log(char *out, size_t cap, const char *path)
 }
 
 static void worker_finish(struct worker *w);
+static void rx_rearm(struct http_conn *c);
 
 /* Accounts for a finished request and unlinks it; the caller frees evreq (if ours) and req. */
 static void req_finish(struct http_req *r)
@@ -456,7 +544,17 @@ static void req_finish(struct http_req *r)
                               (double)(long long)(secs * 1e6) / 1e3);
         if (f != NULL && r->gone)
             json_object_set_new(f, "client_gone", json_true());
+        if (f != NULL && r->body != NULL)
+            json_object_set_new(f, "body_bytes", json_integer((json_int_t)r->body->delivered));
         log_emit(LOG_INFO, r->id, "request", f);
+    }
+    if (r->body != NULL) {
+        if (r->conn != NULL && r->conn->rx.req == r)
+            r->conn->rx.req = NULL;
+        event_free(r->body->ev);
+        evbuffer_free(r->body->buf);
+        free(r->body);
+        r->body = NULL;
     }
 
     if (r->gone_ev != NULL)
@@ -485,6 +583,9 @@ static void req_complete_cb(struct evhttp_request *evreq, void *arg)
     if (r->conn != NULL) {
         r->conn->cur = NULL;
         evtimer_add(r->conn->deadline, r->w->deadline_tv);
+        /* evhttp reads the next request after we return; the watch looks at it first. */
+        if (r->conn->rx.hold != NULL)
+            rx_rearm(r->conn);
     }
     req_finish(r);
     free(r);
@@ -536,6 +637,10 @@ static void gone_watch_start(struct http_req *r)
 {
     if (r->conn == NULL || r->gone || r->gone_ev != NULL || r->conn->fd < 0)
         return;
+    /* A body still arriving would look like a pipelined request; its reading notices a close
+     * itself. The watch starts when the body is over (body_deliver). */
+    if (r->conn->rx.req == r)
+        return;
     r->gone_ev = event_new(r->w->base, r->conn->fd, EV_READ | EV_PERSIST, gone_cb, r);
     if (r->gone_ev != NULL && event_add(r->gone_ev, NULL) != 0)
         gone_watch_stop(r);
@@ -557,6 +662,740 @@ static void watch_arm(struct worker *w)
     static const struct timeval tv = {.tv_sec = 0, .tv_usec = WATCH_DELAY_MS * 1000};
     if (!evtimer_pending(w->watch_ev, NULL))
         evtimer_add(w->watch_ev, &tv);
+}
+
+/* ---- streamed request bodies: the input watch ---- */
+
+/*
+ * The obvious design, a bufferevent filter between the socket and evhttp, does not work with
+ * libevent 2.1.12: evhttp counts a response as written once it moved into the filter's
+ * underlying bufferevent, so it frees a "Connection: close" connection with the response
+ * still unsent (tried: every such response was lost); and evhttp turning reading off while
+ * a handler works suspends the socket under the filter as well. So a connection keeps its
+ * plain socket bufferevent, and on servers with streaming routes an evbuffer callback on its
+ * input (rx_input_cb) sees every read from the socket before evhttp's read callback does:
+ *   - RX_HEAD: bytes are moved out of the input into hold, where evhttp cannot see them,
+ *     until the request line shows whether the request is for a streaming route (if not,
+ *     they go back at once and evhttp has the request to itself: RX_PASS) and then until
+ *     the header section is whole. It goes back rewritten (head_rewrite), with the rest of
+ *     what arrived behind it.
+ *   - RX_DISPATCH: evhttp parses that header section and, its Content-Length being 0, hands
+ *     the request to on_request straight away, which checks the marker (body_begin).
+ *   - RX_BODY: the next `remaining` bytes of input are the body: moved into the request's
+ *     buffer while the handler reads, discarded once it answered.
+ *   - evhttp reads a connection's next request only after the previous response was
+ *     written; from then on (req_complete_cb), or from the end of the body if that comes
+ *     later, the front of the input is the next request: RX_HEAD again.
+ * A header section the watch does not fully understand goes to evhttp unchanged (RX_PASS),
+ * which then reads the body into memory as for any route: safe, only bounded lower.
+ * While a handler holds a request evhttp has reading off, and its read callback would abort
+ * the process if called then; so for a streamed body the module sets that callback to NULL
+ * (evhttp installs its own again when it answers) and turns reading on and off itself.
+ */
+
+/* The line of p[0, n) starting at off: its length without LF or CRLF, and where the next one
+ * starts (evhttp's EVBUFFER_EOL_CRLF). 0 when no whole line is left. */
+static int line_next(const char *p, size_t n, size_t off, size_t *len, size_t *next)
+{
+    const char *lf = off < n ? memchr(p + off, '\n', n - off) : NULL;
+    if (lf == NULL)
+        return 0;
+    *next = (size_t)(lf - p) + 1;
+    *len = (size_t)(lf - (p + off));
+    if (*len > 0 && p[off + *len - 1] == '\r')
+        (*len)--;
+    return 1;
+}
+
+/*
+ * A request line split the way evhttp 2.1 splits it: trailing blanks dropped, the method up
+ * to the first blank, the version after the last, the target in between. 0, or -1 when
+ * evhttp would refuse the line anyway.
+ */
+static int head_request_line(const char *p, size_t n, struct span *method, struct span *target,
+                             int *http11)
+{
+    const char *sp1, *sp2;
+
+    while (n > 0 && p[n - 1] == ' ')
+        n--;
+    if (n < sizeof("GET / HTTP/1.0") - 1 || memchr(p, '\0', n) != NULL)
+        return -1;
+    sp1 = memchr(p, ' ', n);
+    sp2 = memrchr(p, ' ', n);
+    if (sp1 == NULL || sp2 == sp1 + 1 || sp2 == sp1)
+        return -1;
+    method->p = p;
+    method->len = (size_t)(sp1 - p);
+    target->p = sp1 + 1;
+    target->len = (size_t)(sp2 - target->p);
+    *http11 = (size_t)(p + n - (sp2 + 1)) == 8 && memcmp(sp2 + 1, "HTTP/1.1", 8) == 0;
+    return 0;
+}
+
+/* The streaming route a request line asks for, or NULL. */
+static const struct route *head_route(const struct httpd *h, const char *line, size_t n,
+                                      int *http11)
+{
+    struct span m, t, params[HTTP_MAX_PARAMS];
+    enum http_method method = 0;
+    const struct route *route = NULL;
+    struct evhttp_uri *uri = NULL;
+    unsigned np = 0, allow = 0;
+    const char *label = NULL, *path;
+    char *target = NULL;
+
+    if (head_request_line(line, n, &m, &t, http11) != 0)
+        return NULL;
+    for (size_t i = 0; i < METHOD_COUNT; i++)
+        if (strlen(method_names[i]) == m.len && memcmp(method_names[i], m.p, m.len) == 0)
+            method = 1u << i;
+    if ((method & h->stream_methods) == 0)
+        return NULL;
+    /* The target as evhttp parses it, so that on_request routes it the same way. */
+    if ((target = strndup(t.p, t.len)) == NULL ||
+        (uri = evhttp_uri_parse_with_flags(target, EVHTTP_URI_NONCONFORMANT)) == NULL)
+        goto done;
+    path = evhttp_uri_get_path(uri);
+    route = router_match(h, method, path != NULL ? path : "", params, &np, &allow, &label);
+    if (route != NULL && !route->stream)
+        route = NULL;
+done:
+    if (uri != NULL)
+        evhttp_uri_free(uri);
+    free(target);
+    return route;
+}
+
+enum field_kind { FIELD_OTHER, FIELD_LENGTH, FIELD_CODING, FIELD_MARKER, FIELD_EXPECT };
+
+/* A field line's name as evhttp 2.1 takes it (everything before the first colon), and its
+ * value without surrounding blanks. */
+static enum field_kind field_kind(const char *line, size_t len, struct span *value)
+{
+    const char *colon = memchr(line, ':', len);
+    size_t klen;
+
+    if (colon == NULL)
+        return FIELD_OTHER;
+    klen = (size_t)(colon - line);
+    value->p = colon + 1;
+    value->len = len - klen - 1;
+    while (value->len > 0 && (value->p[0] == ' ' || value->p[0] == '\t')) {
+        value->p++;
+        value->len--;
+    }
+    while (value->len > 0 && (value->p[value->len - 1] == ' ' || value->p[value->len - 1] == '\t'))
+        value->len--;
+#define FIELD_IS(name) (klen == sizeof(name) - 1 && evutil_ascii_strncasecmp(line, name, klen) == 0)
+    if (FIELD_IS("Content-Length"))
+        return FIELD_LENGTH;
+    if (FIELD_IS("Transfer-Encoding"))
+        return FIELD_CODING;
+    if (FIELD_IS(STREAM_MARKER))
+        return FIELD_MARKER;
+    if (FIELD_IS("Expect"))
+        return FIELD_EXPECT;
+#undef FIELD_IS
+    return FIELD_OTHER;
+}
+
+/* What the field lines of a whole header section say about its body. */
+struct head_fields {
+    int odd;         /* something to leave to evhttp */
+    int nlength;     /* Content-Length fields */
+    uint64_t length; /* ... the value */
+    int coding;      /* a Transfer-Encoding field */
+    int nexpect;     /* Expect fields */
+    int expect;      /* ... 1: 100-continue, 2: something else */
+};
+
+/* The field lines of the header section p[0, n), which starts with a request line of
+ * line_end bytes and ends with a blank line. */
+static void head_fields_scan(const char *p, size_t n, size_t line_end, struct head_fields *hf)
+{
+    size_t off = line_end, len, next;
+
+    memset(hf, 0, sizeof(*hf));
+    while (line_next(p, n, off, &len, &next) && len > 0) {
+        const char *line = p + off;
+        struct span v;
+        off = next;
+        /* Folded lines and control bytes: evhttp's business. */
+        if (line[0] == ' ' || line[0] == '\t')
+            hf->odd = 1;
+        for (size_t i = 0; i < len; i++)
+            if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
+                hf->odd = 1;
+        switch (field_kind(line, len, &v)) {
+        case FIELD_LENGTH:
+            /* One plain decimal number; anything else (also a repeated field) is odd. */
+            if (hf->nlength++ > 0 || v.len == 0 || v.len > 18) {
+                hf->odd = 1;
+                break;
+            }
+            for (size_t i = 0; i < v.len; i++) {
+                if (v.p[i] < '0' || v.p[i] > '9') {
+                    hf->odd = 1;
+                    break;
+                }
+                hf->length = hf->length * 10 + (uint64_t)(v.p[i] - '0');
+            }
+            break;
+        case FIELD_CODING:
+            hf->coding = 1;
+            break;
+        case FIELD_EXPECT:
+            if (hf->nexpect++ > 0)
+                hf->odd = 1;
+            hf->expect =
+                v.len == 12 && evutil_ascii_strncasecmp(v.p, "100-continue", 12) == 0 ? 1 : 2;
+            break;
+        case FIELD_MARKER:
+        case FIELD_OTHER:
+            break;
+        }
+    }
+}
+
+/*
+ * The header section p[0, n) as evhttp gets it for a streamed body: without the fields that
+ * frame a body (Content-Length, Transfer-Encoding) and without any copy of the marker, with
+ * "Content-Length: 0" and the marker set to nonce instead. 0, or -1.
+ */
+static int head_rewrite(const char *p, size_t n, size_t line_end, const char *nonce,
+                        struct evbuffer *out)
+{
+    size_t off = line_end, len, next;
+
+    if (evbuffer_add(out, p, line_end) != 0)
+        return -1;
+    while (line_next(p, n, off, &len, &next)) {
+        struct span v;
+        enum field_kind k;
+        if (len == 0) {
+            if (evbuffer_add_printf(out, "Content-Length: 0\r\n" STREAM_MARKER ": %s\r\n", nonce) <
+                    0 ||
+                evbuffer_add(out, p + off, next - off) != 0)
+                return -1;
+            return 0;
+        }
+        k = field_kind(p + off, len, &v);
+        if (k != FIELD_LENGTH && k != FIELD_CODING && k != FIELD_MARKER &&
+            evbuffer_add(out, p + off, next - off) != 0)
+            return -1;
+        off = next;
+    }
+    return -1;
+}
+
+static void rx_reading(struct http_conn *c);
+static void rx_body_done(struct http_conn *c);
+
+/* Leaves the request whose start is in hold to evhttp, as it came. */
+static void rx_pass(struct http_conn *c, struct evbuffer *in)
+{
+    /* Moving chains to the front of the input: cannot fail (nothing is pinned, and a socket
+     * bufferevent freezes only the end of its input). */
+    evbuffer_prepend_buffer(in, c->rx.hold);
+    c->rx.state = RX_PASS;
+    c->rx.have_line = 0;
+    c->rx.scanned = 0;
+    c->rx.searched = 0;
+}
+
+/*
+ * RX_HEAD with everything received so far in hold: decides when it can. 1 when it did (the
+ * state changed and hold is back in the input), 0 while more is needed.
+ */
+static int rx_head(struct http_conn *c, struct evbuffer *in)
+{
+    const struct httpd *h = c->w->h;
+    struct evbuffer *hold = c->rx.hold;
+    size_t have = evbuffer_get_length(hold), len = 0, line_end = 0, head_len = 0;
+    struct evbuffer *out = NULL;
+    struct evbuffer_ptr at, eol;
+    struct head_fields hf;
+    const char *p;
+    int http11 = 0;
+
+    /* Each search starts where the last one gave up: a header section may come in a byte at
+     * a time, and searching it from the start each time would take quadratic time. */
+    if (!c->rx.have_line) {
+        if (c->rx.searched >= have ||
+            evbuffer_ptr_set(hold, &at, c->rx.searched, EVBUFFER_PTR_SET) != 0)
+            goto more;
+        eol = evbuffer_search_eol(hold, &at, NULL, EVBUFFER_EOL_LF);
+        if (eol.pos < 0) {
+            c->rx.searched = have;
+            goto more;
+        }
+        line_end = (size_t)eol.pos + 1;
+        p = (const char *)evbuffer_pullup(hold, (ev_ssize_t)line_end);
+        if (p == NULL || !line_next(p, line_end, 0, &len, &line_end) ||
+            (c->rx.route = head_route(h, p, len, &http11)) == NULL) {
+            rx_pass(c, in);
+            return 1;
+        }
+        c->rx.have_line = 1;
+        c->rx.http11 = http11 != 0;
+        c->rx.scanned = c->rx.searched = line_end;
+    }
+    /* The field lines, up to the blank one. */
+    for (;;) {
+        char first = 0;
+        if (c->rx.searched >= have ||
+            evbuffer_ptr_set(hold, &at, c->rx.searched, EVBUFFER_PTR_SET) != 0)
+            goto more;
+        eol = evbuffer_search_eol(hold, &at, NULL, EVBUFFER_EOL_LF);
+        if (eol.pos < 0) {
+            c->rx.searched = have;
+            goto more;
+        }
+        len = (size_t)eol.pos - c->rx.scanned;
+        if (len == 1 && evbuffer_ptr_set(hold, &at, c->rx.scanned, EVBUFFER_PTR_SET) == 0)
+            evbuffer_copyout_from(hold, &at, &first, 1);
+        c->rx.scanned = c->rx.searched = (size_t)eol.pos + 1;
+        if (len == 0 || (len == 1 && first == '\r'))
+            break;
+    }
+    head_len = c->rx.scanned;
+    p = (const char *)evbuffer_pullup(hold, (ev_ssize_t)head_len);
+    if (p == NULL || !line_next(p, head_len, 0, &len, &line_end))
+        goto pass;
+    head_fields_scan(p, head_len, line_end, &hf);
+    if (hf.odd)
+        goto pass;
+    c->rx.declared = hf.nlength > 0 ? hf.length : 0;
+    c->rx.expect = hf.expect == 1;
+    if (hf.coding)
+        c->rx.verdict = RX_NEED_LENGTH;
+    else if (hf.expect == 2)
+        c->rx.verdict = RX_EXPECT_FAILED;
+    else if (c->rx.declared > c->rx.route->max_body)
+        c->rx.verdict = RX_TOO_LARGE;
+    else
+        c->rx.verdict = RX_STREAM;
+    snprintf(c->rx.nonce, sizeof(c->rx.nonce), "%u", ++c->rx.seq);
+    if ((out = evbuffer_new()) == NULL ||
+        head_rewrite(p, head_len, line_end, c->rx.nonce, out) != 0)
+        goto pass;
+    evbuffer_drain(hold, head_len);
+    evbuffer_prepend_buffer(in, hold);
+    evbuffer_prepend_buffer(in, out);
+    evbuffer_free(out);
+    c->rx.state = RX_DISPATCH;
+    c->rx.have_line = 0;
+    c->rx.scanned = 0;
+    c->rx.searched = 0;
+    return 1;
+
+more:
+    /* Longer than evhttp accepts: let it say so. */
+    if (have <= h->hold_max)
+        return 0;
+pass:
+    if (out != NULL)
+        evbuffer_free(out);
+    rx_pass(c, in);
+    return 1;
+}
+
+/* Does with the bytes in the input what the watch's state says (see above). */
+static void rx_run(struct http_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    if (c->rx.busy)
+        return;
+    c->rx.busy = 1;
+    for (;;) {
+        size_t n = evbuffer_get_length(in);
+        if (c->rx.state == RX_HEAD) {
+            if (n > 0)
+                evbuffer_add_buffer(c->rx.hold, in);
+            if (!rx_head(c, in))
+                break;
+        } else if (c->rx.state == RX_BODY) {
+            if (n > c->rx.remaining)
+                n = (size_t)c->rx.remaining;
+            if (n == 0)
+                break;
+            if (c->rx.req != NULL) {
+                struct req_body *b = c->rx.req->body;
+                evbuffer_remove_buffer(in, b->buf, n);
+                if (b->reading)
+                    event_active(b->ev, EV_TIMEOUT, 0);
+            } else {
+                evbuffer_drain(in, n);
+            }
+            c->rx.remaining -= n;
+            if (c->rx.remaining > 0) {
+                rx_reading(c);
+                break;
+            }
+            rx_body_done(c);
+        } else {
+            break;
+        }
+    }
+    c->rx.busy = 0;
+}
+
+/* Runs on every change to a watched connection's input; only additions are news. */
+static void rx_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)in;
+    if (info->n_added > 0 && !c->rx.busy)
+        rx_run(c);
+}
+
+/* The whole declared body arrived (or was discarded). */
+static void rx_body_done(struct http_conn *c)
+{
+    struct http_req *r = c->rx.req;
+
+    c->rx.req = NULL;
+    if (r != NULL) {
+        r->body->complete = 1;
+        event_active(r->body->ev, EV_TIMEOUT, 0);
+    }
+    /* Back to what evhttp expects while a handler holds a request: not reading. */
+    if (c->rx.reading) {
+        c->rx.reading = 0;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+    /* What follows is the next request; evhttp reads it once this response is written. */
+    c->rx.state = c->cur == NULL ? RX_HEAD : RX_PASS;
+}
+
+/*
+ * Reading from the socket for a handler's stream: on while the handler takes bytes and
+ * fewer than BODY_BUF_MAX wait for it, off otherwise. Only while the handler holds the
+ * request (rx.req); once it answered, evhttp reads again (and rx_run discards).
+ */
+static void rx_reading(struct http_conn *c)
+{
+    struct req_body *b = c->rx.req != NULL ? c->rx.req->body : NULL;
+    unsigned want = b != NULL && b->reading && !b->paused && !b->stopped && c->rx.remaining > 0 &&
+                    evbuffer_get_length(b->buf) < BODY_BUF_MAX;
+
+    if (want == c->rx.reading)
+        return;
+    c->rx.reading = want;
+    if (want)
+        bufferevent_enable(c->bev, EV_READ);
+    else
+        bufferevent_disable(c->bev, EV_READ);
+}
+
+/* A response was written: the next request starts at the front of the input. */
+static void rx_rearm(struct http_conn *c)
+{
+    if (c->rx.state == RX_PASS)
+        c->rx.state = RX_HEAD;
+    rx_run(c);
+}
+
+/* Starts watching a new connection's input (bev not yet given to evhttp). 0, or -1. */
+static int rx_watch(struct http_conn *c)
+{
+    c->rx.state = RX_HEAD;
+    if ((c->rx.hold = evbuffer_new()) == NULL)
+        return -1;
+    c->rx.cb = evbuffer_add_cb(bufferevent_get_input(c->bev), rx_input_cb, c);
+    if (c->rx.cb == NULL) {
+        evbuffer_free(c->rx.hold);
+        c->rx.hold = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Stops watching (c->bev must still exist). */
+static void rx_release(struct http_conn *c)
+{
+    if (c->rx.hold == NULL)
+        return;
+    evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->rx.cb);
+    evbuffer_free(c->rx.hold);
+    c->rx.hold = NULL;
+    c->rx.cb = NULL;
+}
+
+/* ---- streamed request bodies: handing them to the handler ---- */
+
+/* Hands the handler what waits, and the end once it is due. From the loop only. */
+static void body_deliver(struct http_req *r)
+{
+    struct req_body *b = r->body;
+    size_t budget = BODY_PASS_MAX;
+    int status;
+
+    if (r->replied || !b->reading || b->ended)
+        return;
+    while (!b->paused && !b->stopped && !b->truncated && evbuffer_get_length(b->buf) > 0) {
+        struct evbuffer_iovec v;
+        int rc;
+        if (budget == 0) {
+            event_active(b->ev, EV_TIMEOUT, 0); /* the rest in the next pass of the loop */
+            break;
+        }
+        if (evbuffer_peek(b->buf, -1, NULL, &v, 1) < 1)
+            break;
+        b->in_cb = 1;
+        rc = b->on_data(r, v.iov_base, v.iov_len, b->arg);
+        b->in_cb = 0;
+        if (r->replied)
+            return; /* r is still allocated: a reply from a callback is freed later */
+        evbuffer_drain(b->buf, v.iov_len);
+        b->delivered += v.iov_len;
+        budget -= v.iov_len < budget ? v.iov_len : budget;
+        if (rc < 0)
+            b->stopped = 1;
+        else if (rc > 0)
+            b->paused = 1;
+    }
+    if (b->stopped || b->truncated)
+        status = -1;
+    else if (b->complete && !b->paused && evbuffer_get_length(b->buf) == 0)
+        status = 0;
+    else
+        status = 1;
+    if (status <= 0) {
+        if (status < 0)
+            evbuffer_drain(b->buf, evbuffer_get_length(b->buf));
+        b->ended = 1;
+        b->in_cb = 1;
+        b->on_end(r, status, b->arg);
+        b->in_cb = 0;
+        if (r->replied)
+            return;
+        /* From now on a read on the socket means a close or the next request: watch it. */
+        if (status == 0)
+            watch_arm(r->w);
+    }
+    if (r->conn != NULL && r->conn->rx.req == r)
+        rx_reading(r->conn);
+}
+
+static void body_deliver_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    body_deliver(arg);
+}
+
+/* The worker is closing up: its loop will not run the streams' events again, so those cut
+ * short by the closed connections get their on_end(-1) now. */
+static void body_flush_ends(struct worker *w)
+{
+    int again = 1;
+    while (again) {
+        again = 0;
+        for (struct http_req *r = w->reqs; r != NULL; r = r->next) {
+            struct req_body *b = r->body;
+            if (b != NULL && !r->replied && b->reading && !b->ended && b->truncated) {
+                body_deliver(r);
+                /* The handler may have answered, and so freed, any request: start over. */
+                again = 1;
+                break;
+            }
+        }
+    }
+}
+
+/* A reply ends the stream: no callback after it; body bytes still to come are discarded. */
+static void body_on_reply(struct http_req *r)
+{
+    struct req_body *b = r->body;
+    struct http_conn *c = r->conn;
+
+    event_del(b->ev);
+    if (c == NULL || c->rx.req != r)
+        return;
+    /* evhttp turns reading on itself to write the response; rx_run discards from now on. */
+    c->rx.req = NULL;
+    c->rx.reading = 0;
+    if (b->expect) {
+        /* Never told to go on, the client will not send the body it announced. */
+        r->close_after = 1;
+        c->rx.state = RX_OFF;
+    }
+}
+
+/*
+ * Sets up the body of r, whose route streams, or checks a request on another route against
+ * what the input watch did. The status to answer at once instead of calling the handler, 0
+ * to call it, or -1 when out of memory.
+ */
+static int body_begin(struct http_req *r, struct http_conn *c, const struct route *route)
+{
+    struct evkeyvalq *hdrs = evhttp_request_get_input_headers(r->evreq);
+    const char *mark = evhttp_find_header(hdrs, STREAM_MARKER);
+    int ours = c->rx.hold != NULL && c->rx.state == RX_DISPATCH;
+    struct req_body *b = NULL;
+    char len[24];
+
+    if ((ours && (mark == NULL || strcmp(mark, c->rx.nonce) != 0 || route != c->rx.route)) ||
+        (c->rx.hold != NULL && (c->rx.state == RX_HEAD || c->rx.state == RX_BODY))) {
+        /* evhttp parsed something else than the watch gave it: they no longer agree where
+         * requests begin, and only closing the connection is safe. */
+        log_emit(LOG_ERROR, r->id, "request framing lost on a connection; closing it", NULL);
+        c->rx.state = RX_OFF;
+        r->close_after = 1;
+        return 500;
+    }
+    /* A client's own marker is not believed, nor shown to the handler. */
+    while (mark != NULL && evhttp_remove_header(hdrs, STREAM_MARKER) == 0)
+        ;
+    if (route == NULL || !route->stream)
+        return 0;
+
+    if ((b = calloc(1, sizeof(*b))) == NULL || (b->buf = evbuffer_new()) == NULL ||
+        (b->ev = event_new(r->w->base, -1, 0, body_deliver_cb, r)) == NULL) {
+        if (b != NULL && b->buf != NULL)
+            evbuffer_free(b->buf);
+        free(b);
+        return -1;
+    }
+    r->body = b;
+    if (!ours) {
+        /* Left to evhttp (or no watch): the whole body is here already. */
+        struct evbuffer *whole = evhttp_request_get_input_buffer(r->evreq);
+        b->length = (int64_t)evbuffer_get_length(whole);
+        evbuffer_add_buffer(b->buf, whole);
+        b->complete = 1;
+        return (uint64_t)b->length > route->max_body ? 413 : 0;
+    }
+
+    /* The handler sees the length the client declared, not the 0 evhttp was shown. */
+    evhttp_remove_header(hdrs, "Content-Length");
+    snprintf(len, sizeof(len), "%llu", (unsigned long long)c->rx.declared);
+    if (c->rx.verdict == RX_STREAM || c->rx.verdict == RX_TOO_LARGE)
+        evhttp_add_header(hdrs, "Content-Length", len);
+    b->length = (int64_t)c->rx.declared;
+    b->expect = c->rx.expect && c->rx.http11;
+    switch (c->rx.verdict) {
+    case RX_STREAM:
+        c->rx.req = r;
+        c->rx.remaining = c->rx.declared;
+        c->rx.state = RX_BODY;
+        /* evhttp's read callback must not run while the handler holds the request (it
+         * aborts in that state), and reading is about to be turned on for the body. */
+        {
+            bufferevent_data_cb wcb = NULL;
+            bufferevent_event_cb ecb = NULL;
+            void *cbarg = NULL;
+            bufferevent_getcb(c->bev, NULL, &wcb, &ecb, &cbarg);
+            bufferevent_setcb(c->bev, NULL, wcb, ecb, cbarg);
+        }
+        if (c->rx.remaining == 0)
+            rx_body_done(c);
+        else
+            rx_run(c); /* what arrived with the header section */
+        return 0;
+    case RX_TOO_LARGE:
+        /* Answered at once; the body, if the client sends it, is discarded. */
+        b->complete = 1;
+        if (b->expect) {
+            r->close_after = 1;
+            c->rx.state = RX_OFF;
+        } else {
+            c->rx.req = NULL;
+            c->rx.remaining = c->rx.declared;
+            c->rx.state = RX_BODY;
+            rx_run(c);
+        }
+        return 413;
+    case RX_NEED_LENGTH:
+        b->complete = 1;
+        r->close_after = 1;
+        c->rx.state = RX_OFF;
+        return 411;
+    case RX_EXPECT_FAILED:
+        b->complete = 1;
+        r->close_after = 1;
+        c->rx.state = RX_OFF;
+        return 417;
+    }
+    return 0;
+}
+
+/* The answers body_begin asks for. */
+static void body_answer(struct http_req *r, int status, const struct route *route)
+{
+    char detail[160];
+
+    switch (status) {
+    case 413:
+        snprintf(detail, sizeof(detail), "the request body is larger than %zu bytes",
+                 route->max_body);
+        http_reply_problem(r, 413, NULL, NULL, detail, NULL);
+        break;
+    case 411:
+        http_reply_problem(r, 411, NULL, NULL,
+                           "this resource needs the body's length in Content-Length "
+                           "(Transfer-Encoding is not accepted)",
+                           NULL);
+        break;
+    case 417:
+        http_reply_problem(r, 417, NULL, NULL, "the only expectation supported is 100-continue",
+                           NULL);
+        break;
+    default:
+        http_reply_problem(r, status, NULL, NULL, NULL, NULL);
+        break;
+    }
+}
+
+int64_t http_req_body_length(const struct http_req *r)
+{
+    return r->body != NULL ? r->body->length : -1;
+}
+
+int http_req_body_read(struct http_req *r, http_body_data_fn on_data, http_body_end_fn on_end,
+                       void *arg)
+{
+    struct req_body *b = r->body;
+    struct http_conn *c = r->conn;
+
+    assert(!r->replied);
+    if (b == NULL || b->reading || on_data == NULL || on_end == NULL)
+        return -1;
+    b->on_data = on_data;
+    b->on_end = on_end;
+    b->arg = arg;
+    b->reading = 1;
+    if (b->expect && c != NULL && !b->complete) {
+        /* evhttp would have sent it when reading the body; the handler now wants it. It
+         * takes no space worth waiting for: written straight to the socket (where no
+         * response is pending), and whatever the kernel does not take goes ahead of the
+         * response. If nothing could be written the client sends after its own timeout. */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        ssize_t n = send(c->fd, cont, sizeof(cont) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0 && (size_t)n < sizeof(cont) - 1)
+            evbuffer_add(bufferevent_get_output(c->bev), cont + n, sizeof(cont) - 1 - (size_t)n);
+        b->expect = 0;
+    }
+    event_active(b->ev, EV_TIMEOUT, 0);
+    if (c != NULL && c->rx.req == r)
+        rx_reading(c);
+    return 0;
+}
+
+void http_req_body_resume(struct http_req *r)
+{
+    struct req_body *b = r->body;
+
+    assert(!r->replied);
+    if (b == NULL || !b->paused)
+        return;
+    b->paused = 0;
+    event_active(b->ev, EV_TIMEOUT, 0);
+    if (r->conn != NULL && r->conn->rx.req == r)
+        rx_reading(r->conn);
 }
 
 /* ---- connections ---- */
@@ -585,6 +1424,13 @@ static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
 
     /* Only evhttp_connection_free calls this for a server connection; make sure of once. */
     evhttp_connection_set_closecb(evcon, NULL, NULL);
+    if (c->rx.req != NULL) {
+        /* A streamed body cut short: its handler gets on_end(-1) from the loop. */
+        c->rx.req->body->truncated = 1;
+        event_active(c->rx.req->body->ev, EV_TIMEOUT, 0);
+        c->rx.req = NULL;
+    }
+    rx_release(c);
     if (r != NULL) {
         r->conn = NULL;
         r->orphaned = 1;
@@ -667,6 +1513,10 @@ static struct bufferevent *conn_bev_new(struct event_base *base, void *arg)
     c->w = w;
     c->bev = bev;
     c->fd = -1;
+    /* Only servers with streaming routes watch their input; without a watch (out of memory)
+     * evhttp reads streamed bodies into memory, under max_body_size. */
+    if (w->h->stream_methods != 0)
+        rx_watch(c);
     c->next_adopt = w->adopting;
     w->adopting = c;
     event_active(w->adopt_ev, EV_TIMEOUT, 0);
@@ -684,25 +1534,32 @@ static void adopt_run(struct worker *w)
         bufferevent_getcb(c->bev, &readcb, NULL, NULL, &cbarg);
         if (readcb == conn_unclaimed_cb) {
             /* evhttp failed before taking it and left it to us. */
+            rx_release(c);
             bufferevent_free(c->bev);
             bufferevent_decref(c->bev);
             free(c);
         } else if (readcb == NULL) {
             /* evhttp took it and has freed it already (a failed setup, or evhttp_free). */
+            rx_release(c);
             bufferevent_decref(c->bev);
             free(c);
         } else {
             /* evhttp's callbacks are set with the evhttp_connection as their argument. */
-            int fd = bufferevent_getfd(c->bev);
-            bufferevent_decref(c->bev);
+            struct bufferevent *bev = c->bev;
+            int fd = bufferevent_getfd(bev);
             if (fd >= 0 && (size_t)fd < w->nby_fd && w->by_fd[fd] != NULL &&
                 w->by_fd[fd]->evcon == cbarg) {
-                free(c); /* adopted already, at its first request */
+                /* adopted already, at its first request (conn_of takes c itself, so this
+                 * is a connection it had to track without) */
+                rx_release(c);
+                free(c);
             } else if (conn_attach(w, c, cbarg) != 0) {
+                rx_release(c);
                 if (c->deadline != NULL)
                     event_free(c->deadline);
                 free(c);
             }
+            bufferevent_decref(bev);
         }
     }
 }
@@ -717,17 +1574,30 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
 /* The tracked connection of evcon, adopting it now if that did not happen at accept. */
 static struct http_conn *conn_of(struct worker *w, struct evhttp_connection *evcon)
 {
-    int fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    int fd = bufferevent_getfd(bev);
     struct http_conn *c = NULL;
 
     if (fd >= 0 && (size_t)fd < w->nby_fd && w->by_fd[fd] != NULL && w->by_fd[fd]->evcon == evcon)
         return w->by_fd[fd];
-    c = calloc(1, sizeof(*c));
+    /* Accepted in this pass of the loop and not adopted yet: take it off that list, with the
+     * state conn_bev_new gave it (the input watch). */
+    for (struct http_conn **pp = &w->adopting; *pp != NULL; pp = &(*pp)->next_adopt) {
+        if ((*pp)->bev == bev) {
+            c = *pp;
+            *pp = c->next_adopt;
+            bufferevent_decref(bev);
+            break;
+        }
+    }
+    if (c == NULL && (c = calloc(1, sizeof(*c))) != NULL) {
+        c->w = w;
+        c->bev = bev;
+    }
     if (c == NULL)
         return NULL;
-    c->w = w;
-    c->bev = evhttp_connection_get_bufferevent(evcon);
     if (conn_attach(w, c, evcon) != 0) {
+        rx_release(c);
         if (c->deadline != NULL)
             event_free(c->deadline);
         free(c);
@@ -753,7 +1623,16 @@ static void req_send(struct http_req *r, int status)
     r->replied = 1;
     r->status = status;
     gone_watch_stop(r);
+    if (r->body != NULL)
+        body_on_reply(r);
     if (r->orphaned) {
+        if (r->body != NULL && r->body->in_cb) {
+            /* From on_data or on_end, which return into body_deliver: free r afterwards. */
+            r->next_reap = r->w->reap;
+            r->w->reap = r;
+            event_active(r->w->reap_ev, EV_TIMEOUT, 0);
+            return;
+        }
         req_finish(r);
         evhttp_request_free(r->evreq);
         free(r);
@@ -762,7 +1641,7 @@ static void req_send(struct http_req *r, int status)
     out = evhttp_request_get_output_headers(r->evreq);
     body = evhttp_request_get_output_buffer(r->evreq);
     evhttp_add_header(out, "X-Request-Id", r->id);
-    if (r->w->stopping)
+    if (r->w->stopping || r->close_after)
         evhttp_add_header(out, "Connection", "close");
     if (r->method == HTTP_HEAD) {
         /* evhttp would send a HEAD body; answer the length a GET would have had instead. */
@@ -1019,6 +1898,7 @@ static void on_request(struct evhttp_request *evreq, void *arg)
     struct http_req *r = NULL;
     const struct sockaddr *peer;
     size_t extra = 0;
+    int status = 0, edge;
 
     if (path == NULL)
         path = "";
@@ -1069,8 +1949,18 @@ static void on_request(struct evhttp_request *evreq, void *arg)
     w->reqs = r;
     w->inflight++;
 
-    if (route == NULL || strlen(evhttp_request_get_uri(evreq)) > h->cfg.max_uri_size ||
-        (method & h->cfg.allowed_methods) == 0 || headers_size(evreq) > h->cfg.max_header_size) {
+    /* Servers without streaming routes skip this: no watch, no streamed bodies. */
+    if (h->stream_methods != 0 && (status = body_begin(r, c, route)) < 0) {
+        http_reply_problem(r, 503, NULL, NULL, "out of memory", NULL);
+        return;
+    }
+    edge = route == NULL || strlen(evhttp_request_get_uri(evreq)) > h->cfg.max_uri_size ||
+           (method & h->cfg.allowed_methods) == 0 || headers_size(evreq) > h->cfg.max_header_size;
+    if (status == 500 || (status != 0 && !edge)) {
+        body_answer(r, status, route);
+        return;
+    }
+    if (edge) {
         answer_edge(r, allow);
         return;
     }
@@ -1098,6 +1988,7 @@ static void worker_finish(struct worker *w)
     evhttp_free(w->http); /* each connection's close callback orphans its request */
     w->http = NULL;
     w->bound = NULL;
+    body_flush_ends(w);
     adopt_run(w);
     reap_run(w);
     event_base_loopbreak(w->base);
@@ -1324,6 +2215,8 @@ struct httpd *httpd_new(const struct httpd_config *cfg, char **err)
         h->cfg.request_timeout_ms = 60 * 1000;
     if (h->cfg.allowed_methods == 0)
         h->cfg.allowed_methods = ALL_METHODS;
+    /* Twice what evhttp accepts (its limit counts neither line ends nor the blank line). */
+    h->hold_max = 4 * (h->cfg.max_uri_size + h->cfg.max_header_size) + 64;
     h->port = cfg->port;
     h->host = strdup(cfg->host != NULL ? cfg->host : "0.0.0.0");
     h->cfg.host = NULL;

@@ -7,6 +7,7 @@
 #define TAGPROOF_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -45,7 +46,8 @@ enum http_method {
  *     connection is closed without an answer. This is what stops a client that sends a byte
  *     a second, which an inactivity timeout never does.
  * What evhttp answers itself (those 400s and 413s, a malformed request line, TRACE and
- * CONNECT with 501) reaches neither the access log nor the metrics.
+ * CONNECT with 501) reaches neither the access log nor the metrics. Routes that stream their
+ * body (httpd_route_stream) have their own body limit, answered before the body is sent.
  */
 struct httpd_config {
     const char *host;            /* address to bind ["0.0.0.0"] */
@@ -95,14 +97,47 @@ struct httpd *httpd_new(const struct httpd_config *cfg, char **err);
  * in logs and metrics ("/v1/batches/{id}/tags") so their cardinality stays bounded. A GET
  * route also answers HEAD (without the body). Strings are copied; arg is borrowed. 0, or -1
  * for a malformed pattern, too many parameters or a duplicate method and pattern.
- *
- * Streaming a request body (the 256 MiB CSV upload) does not fit here yet: evhttp 2.1 reads
- * the whole body before any callback can see the request. It would be a route flag that
- * sets evhttp_request_set_chunked_cb from a new-request hook (evhttp_set_newreqcb, libevent
- * 2.2) and hands the handler chunks.
  */
 int httpd_route(struct httpd *h, enum http_method method, const char *pattern, const char *label,
                 http_handler_fn fn, void *arg);
+
+/*
+ * Like httpd_route, for a POST, PUT or PATCH route whose request body is streamed to the
+ * handler (http_req_body_read) instead of being read whole into memory first; max_body bytes
+ * at most (> 0; max_body_size does not apply). The handler is called as soon as the header
+ * section has arrived, before any of the body is read. How (evhttp 2.1 has no hook for it):
+ *   - the module watches each connection's input before evhttp parses it. The header section
+ *     of a request for a streaming route that declares its length with one Content-Length is
+ *     handed to evhttp with "Content-Length: 0" (the handler still sees the declared value)
+ *     and an internal marker field; the declared number of body bytes that follow are taken
+ *     out of the connection's input for the handler, and what comes after them is the next
+ *     request (keep-alive and pipelining work). A client's own copy of the marker is removed.
+ *   - Content-Length over max_body: 413 problem at once, nothing of the body read (see below
+ *     for what happens to it). Transfer-Encoding (chunked): 411 Length Required, and the
+ *     connection is closed, because the upload's end cannot be found without decoding it.
+ *     "Expect: 100-continue" is answered with "100 Continue" when the handler starts reading
+ *     (HTTP/1.1 only); another expectation gets 417 and the connection is closed.
+ *   - a header section the module does not fully understand (a folded line, control bytes,
+ *     several or malformed Content-Length fields, more than twice evhttp's header limit) is
+ *     left to evhttp unchanged. evhttp then reads the body into memory under max_body_size
+ *     as for any route, and http_req_body_read hands that body over the same way, so a
+ *     handler sees no difference apart from the lower limit.
+ * Backpressure: nothing is read from the socket until the handler calls http_req_body_read,
+ * and reading stops whenever the handler pauses or 256 KiB wait for it; the kernel's socket
+ * buffers then fill and TCP flow control slows the client down. While the server is not
+ * reading, neither io_timeout_ms nor request_timeout_ms runs (the request timeout ends when
+ * the header section arrived); while it reads, a client silent for io_timeout_ms is cut off
+ * and the handler gets on_end(-1).
+ * Answering before the whole body arrived (an error after the header section, a 413, or
+ * after stopping the stream): the response is sent at once and the rest of the declared
+ * body is read and discarded, so the client sees the answer rather than a connection reset
+ * and the connection stays usable; that discarding must end within request_timeout_ms of the
+ * response being written (and io_timeout_ms of silence), or the connection is closed. If the
+ * client had asked "Expect: 100-continue" and was never told to continue, the response
+ * carries "Connection: close" instead, because the client will not send the body.
+ */
+int httpd_route_stream(struct httpd *h, enum http_method method, const char *pattern,
+                       const char *label, size_t max_body, http_handler_fn fn, void *arg);
 
 /*
  * Blocks SIGINT and SIGTERM in the calling thread (so in every thread it spawns, and
@@ -152,9 +187,41 @@ const unsigned char *http_req_body(struct http_req *req, size_t *len);
 /*
  * Non-zero once the client closed or reset its connection (noticed within about 100 ms while
  * the handler works asynchronously); a handler may then cut its work short. The reply is
- * still required, and is then only freed.
+ * still required, and is then only freed. While a streamed body is still arriving, a client
+ * that leaves is noticed by the reading itself (on_end(-1)); while the handler keeps the
+ * stream paused, not before it resumes (the close sits behind unread data).
  */
 int http_req_gone(const struct http_req *req);
+
+/*
+ * Streamed request bodies (routes added with httpd_route_stream).
+ *
+ * http_req_body_length: the body's length as the client declared it (0 without a body), or
+ * -1 on a route that does not stream. http_req_body returns nothing on a streaming route.
+ *
+ * http_req_body_read starts handing the body to the handler, from the worker's loop, never
+ * from inside this call. on_data gets each piece in order (data borrowed until it returns)
+ * and returns 0 for more, 1 to pause (nothing more is delivered or read from the socket
+ * until http_req_body_resume), or -1 to stop (the rest is discarded; on_end(-1) follows).
+ * on_end comes exactly once: 0 when every declared byte was delivered, -1 when the stream
+ * ended early (stopped, client gone or cut off by the io timeout, connection closed by a
+ * shutdown). on_end(0) waits for a paused stream to be resumed; on_end(-1) for a client that
+ * left is delivered even while paused, and buffered data is then dropped. Either callback
+ * may reply; after a reply neither is called again, and the handler must not call
+ * http_req_body_resume. The handler must still reply exactly once, also after on_end(-1).
+ * A shutdown that closes the connection delivers on_end(-1) before fini runs, except to a
+ * handler that has not called http_req_body_read yet; fini answers what is left.
+ * 0, or -1 if the route does not stream or the body is already being read.
+ *
+ * http_req_body_resume: continues a paused stream (from any callback on the worker's loop,
+ * including on_data itself); does nothing if the stream is not paused.
+ */
+typedef int (*http_body_data_fn)(struct http_req *req, const void *data, size_t len, void *arg);
+typedef void (*http_body_end_fn)(struct http_req *req, int status, void *arg);
+int64_t http_req_body_length(const struct http_req *req);
+int http_req_body_read(struct http_req *req, http_body_data_fn on_data, http_body_end_fn on_end,
+                       void *arg);
+void http_req_body_resume(struct http_req *req);
 /* The worker's context (what init returned), loop and index. */
 void *http_req_ctx(const struct http_req *req);
 struct event_base *http_req_base(const struct http_req *req);

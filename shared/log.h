@@ -1,6 +1,8 @@
 /*
  * log: one JSON object a line on stderr (SPEC §8), with secrets redacted before they are
- * written. Safe to call from any thread; each line goes out in a single write(2).
+ * written. Safe to call from any thread; each line goes out whole in a single write(2), or
+ * — on a thread that asked for it with log_buffer_start() — together with the thread's other
+ * lines of one event-loop turn.
  */
 #ifndef TAGPROOF_LOG_H
 #define TAGPROOF_LOG_H
@@ -35,6 +37,22 @@ void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Buffering for a busy event-loop thread. After log_buffer_start() the calling thread's lines
+ * below LOG_WARN collect in a buffer of its own (LOG_BUFFER_SIZE bytes) instead of costing a
+ * write(2) each. wake(arg) runs on this thread, inside log_emit(), whenever a line enters the
+ * empty buffer; the thread must then call log_flush() soon — an event loop activates an event
+ * whose callback flushes, so that the lines of one loop turn leave in one write. A line at
+ * LOG_WARN or above, a full buffer, log_flush() and log_buffer_stop() write what waits, lines
+ * whole and in order. Other threads are not affected. Lines still waiting when the process
+ * dies are lost (at most one loop turn's worth).
+ */
+#define LOG_BUFFER_SIZE 65536
+void log_buffer_start(void (*wake)(void *arg), void *arg);
+void log_flush(void);
+/* Writes what waits and returns the thread to one write(2) a line. */
+void log_buffer_stop(void);
 
 /*
  * Masks secrets inside a string: returns a new string the caller frees. Exposed for the

@@ -365,6 +365,7 @@ int service_main(const struct service_def *def)
         .port = (unsigned)listen->port,
         .workers = (unsigned)svc.cfg.http_threads,
         .max_body_size = def->max_body_size,
+        .max_header_size = def->max_header_size,
         .metrics = svc.metrics,
         .init = worker_init,
         .fini = worker_fini,

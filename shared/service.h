@@ -42,7 +42,8 @@ struct service_def {
      * scan service answers from either); otherwise every store must answer.
      */
     int ready_any;
-    size_t max_body_size; /* 0: the http module's default */
+    size_t max_body_size;   /* 0: the http module's default */
+    size_t max_header_size; /* 0: the http module's default (8 KiB) */
     /*
      * Session settings of the program's PostgreSQL connections (pg_options.settings), e.g.
      * "-c tagproof.tenant=all" for the services that work across tenants; NULL for none.

@@ -14,6 +14,22 @@ if(TARGET test_page)
   set_tests_properties(browser_page_states PROPERTIES LABELS browser TIMEOUT 300)
 endif()
 
+# test_answer checks scan/answer against jansson, which the module itself does not use.
+if(TARGET test_answer)
+  target_link_libraries(test_answer PRIVATE PkgConfig::JANSSON)
+endif()
+
+# The API contract (docs/ARCHITECTURE.md, "API contract"): docs/openapi.yaml linted, the
+# contract check shown to catch what it should, and the factory API walked through Prism.
+add_test(NAME openapi_lint COMMAND bash ${CMAKE_SOURCE_DIR}/tests/openapi/lint.sh)
+set_tests_properties(openapi_lint PROPERTIES LABELS openapi TIMEOUT 120)
+file(GLOB openapi_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/openapi/test_*.sh)
+foreach(script IN LISTS openapi_tests)
+  get_filename_component(tname ${script} NAME_WE)
+  add_test(NAME openapi_${tname} COMMAND bash ${script})
+  set_tests_properties(openapi_${tname} PROPERTIES LABELS "openapi;e2e" TIMEOUT 300)
+endforeach()
+
 # tagproof-mklog (tests/verifier/mklog.c): a signed Merkle log built in a test database as the
 # anchor service would build it, for the proof tests and scripts/bench/proofs.
 add_executable(tagproof-mklog ${CMAKE_SOURCE_DIR}/tests/verifier/mklog.c)

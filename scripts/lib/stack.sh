@@ -30,6 +30,28 @@ stack_secret() {
   od -An -N16 -tx1 /dev/urandom | tr -d ' \n'
 }
 
+# stack_uuids N — N random (version 4) UUIDs, lower case, one a line. perl (always present on
+# Debian) turns /dev/urandom into a million of them in about a second, where a loop over
+# /proc/sys/kernel/random/uuid takes minutes.
+stack_uuids() {
+  perl -e '
+    my $n = shift;
+    open(my $r, "<:raw", "/dev/urandom") or die "/dev/urandom: $!\n";
+    while ($n > 0) {
+      my $k = $n > 65536 ? 65536 : $n;
+      read($r, my $buf, 16 * $k) == 16 * $k or die "short read from /dev/urandom\n";
+      my $out = "";
+      for my $h (unpack("(H32)*", $buf)) {
+        substr($h, 12, 1, "4");
+        substr($h, 16, 1, (qw(8 9 a b))[hex(substr($h, 16, 1)) & 3]);
+        $out .= join("-", substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4),
+                     substr($h, 16, 4), substr($h, 20)) . "\n";
+      }
+      print $out;
+      $n -= $k;
+    }' "$1"
+}
+
 # stack_pid_alive FILE — the pid in FILE runs, and is the program the file is named after
 # (tagproof-scan.pid, redis.pid): after a reboot a stale file may name an unrelated process.
 stack_pid_alive() {

@@ -9,8 +9,18 @@
 #   body                       the last response body
 #   jq_body FILTER             jq on the last body, raw output
 #
+#   api_direct METHOD PATH ... as api, straight to the service (see below)
+#
 # FACTORY_URL is where requests go; a test may point it at a proxy (prism) in front of the
 # service, and $FACTORY_DIRECT_URL always names the service itself.
+#
+# With FACTORY_PRISM=1 (scripts/test sets it), factory_up starts a Prism proxy in front of
+# the service and points FACTORY_URL at it: every `api` exchange is then checked against
+# docs/openapi.yaml, and one that breaks the contract is a failed check that prints Prism's
+# sl-violations (tests/openapi/prism_lib.sh explains the verdict). Requests that must reach
+# the service as they are — malformed or duplicate-key JSON, BOMs, bodies over 10 MB, hostile
+# tokens and other negative authentication tests, a lower-case "bearer", requests whose
+# source address matters — use api_direct.
 
 factory_up() {
   e2e_start tagproof-factory
@@ -22,6 +32,11 @@ factory_up() {
     sleep 0.1
   done
   admin_key=$(TAGPROOF_PG_MIGRATE_URL=$TAGPROOF_TEST_PG_OWNER_URL "$bin/tagproof" admin-key e2e)
+  # --- contract check (prism) ---
+  if [ "${FACTORY_PRISM:-0}" = 1 ] && [ "$FACTORY_URL" = "$FACTORY_DIRECT_URL" ]; then
+    . "$stack_root/tests/openapi/prism_lib.sh"
+    prism_start "$FACTORY_DIRECT_URL" && FACTORY_URL=$prism_url
+  fi
 }
 
 api() {
@@ -29,6 +44,16 @@ api() {
   shift 2
   status=$(curl -s -o "$work/body" -D "$work/headers" -w '%{http_code}' -X "$method" \
     "$@" "$FACTORY_URL$path")
+  # --- contract check (prism) ---
+  if [ -n "${prism_url:-}" ] && [ "$FACTORY_URL" = "$prism_url" ]; then
+    prism_verdict "$method $path" "$status" "$work/headers"
+  fi
+  return 0
+}
+
+api_direct() {
+  local FACTORY_URL=$FACTORY_DIRECT_URL
+  api "$@"
 }
 
 body() {
@@ -42,4 +67,49 @@ jq_body() {
 # json_post PATH KEY JSON — POST a JSON body with an API key.
 json_post() {
   api POST "$1" -H "X-Api-Key: $2" -H 'Content-Type: application/json' --data-binary "$3"
+}
+
+# factory_start LOGNAME — starts one more tagproof-factory with the current environment (give
+# it its own TAGPROOF_FACTORY_LISTEN first) and its log in $work/LOGNAME.log, and waits until
+# it is ready; its pid in $last_pid, its base URL in $last_url. 0, or 1 if it never got ready.
+factory_start() {
+  "$bin/tagproof-factory" 2>"$work/$1.log" &
+  last_pid=$!
+  pids+=("$last_pid")
+  last_url="http://$TAGPROOF_FACTORY_LISTEN"
+  for _ in $(seq 1 150); do
+    curl -fs "$last_url/v1/ready" >/dev/null 2>&1 && return 0
+    kill -0 "$last_pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# b64url_decode SEGMENT — the bytes of one base64url segment of a token (no padding).
+b64url_decode() {
+  local s=${1//-/+}
+  s=${s//_//}
+  case $((${#s} % 4)) in
+  2) s+='==' ;;
+  3) s+='=' ;;
+  esac
+  printf '%s' "$s" | base64 -d
+}
+
+# jwt_part TOKEN N — the decoded JSON of a compact token's header (0) or payload (1).
+jwt_part() {
+  local IFS=.
+  local -a seg
+  read -r -a seg <<<"$1"
+  b64url_decode "${seg[$2]}"
+}
+
+# node_deps — node and the pinned npm packages of tests/node (npm ci once if missing).
+node_deps() {
+  command -v node >/dev/null && command -v npm >/dev/null || return 1
+  # Two tests may get here at once under ctest -j: the second waits for the first's npm ci.
+  (
+    cd "$stack_root/tests/node" && flock 9 &&
+      { [ -f node_modules/jose/package.json ] || npm ci --no-audit --no-fund --loglevel=error >&2; }
+  ) 9<"$stack_root/tests/node"
 }

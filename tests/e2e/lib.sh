@@ -44,6 +44,8 @@ e2e_env() {
   export TAGPROOF_FACTORY_LISTEN=127.0.0.1:$(stack_free_port)
   export TAGPROOF_ANCHOR_LISTEN=127.0.0.1:$(stack_free_port)
   export TAGPROOF_DEVLEDGER_LISTEN=127.0.0.1:$(stack_free_port)
+  # An anchor a test starts anchors to this test's ledger, never to a default port.
+  export TAGPROOF_LEDGER_URL=http://$TAGPROOF_DEVLEDGER_LISTEN
   export TAGPROOF_DATA_DIR=$work/data
   export TAGPROOF_HTTP_THREADS=2
 }

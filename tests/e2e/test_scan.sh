@@ -17,6 +17,16 @@ e2e_start tagproof-scan
 scan_pid=$last_pid
 stack_wait_http "http://$TAGPROOF_SCAN_LISTEN/v1/health" 30
 base="http://$TAGPROOF_SCAN_LISTEN"
+direct=$base
+# --- contract check (prism) ---
+# With SCAN_PRISM=1 (scripts/test sets it) the scans go through a Prism proxy that checks
+# each exchange against docs/openapi.yaml (tests/openapi/prism_lib.sh); scans whose point is
+# a missing header (Prism would add its own User-Agent) and the hostile clients at the end
+# talk to the service directly.
+if [ "${SCAN_PRISM:-0}" = 1 ]; then
+  . "$(dirname "$0")/../openapi/prism_lib.sh"
+  prism_start "$direct" && base=$prism_url
+fi
 ua='Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Safari/604.1'
 
 # scan URL [curl args...] → status in $code, body in $work/body
@@ -24,6 +34,9 @@ scan() {
   local url=$1
   shift
   code=$(curl -gsS -A "$ua" -o "$work/body" -D "$work/headers" -w '%{http_code}' "$@" "$url")
+  if [ -n "${prism_url:-}" ] && [ "${url#"$prism_url"}" != "$url" ]; then
+    prism_verdict "GET ${url#"$prism_url"}" "$code" "$work/headers"
+  fi
 }
 
 tag=${tags[0]}
@@ -79,6 +92,35 @@ sleep 0.3
 db_first=$(psql "$TAGPROOF_TEST_PG_OWNER_URL" -Atc "SELECT first_scanned_at IS NOT NULL FROM tags WHERE tag_id = '$tag'")
 check "the first scan is recorded in PostgreSQL" test "$db_first" = t
 
+# Concurrent database lookups (uncached tags and unregistered ids) go to PostgreSQL together,
+# in one statement per worker: each scan still gets the answer for its own id.
+pids=()
+for i in $(seq 10 19); do
+  curl -sS -A "$ua" -H "X-Device-Id: batch-$i" -o "$work/batch-$i" -w '%{http_code}' \
+    "$base/v1/scan/${tags[$i]}" >"$work/batch-$i.code" &
+  pids+=($!)
+done
+for i in $(seq 1 5); do
+  u=$(cat /proc/sys/kernel/random/uuid)
+  echo "$u" >"$work/nobody-$i.id"
+  curl -sS -A "$ua" -H "X-Device-Id: batch-n$i" -o "$work/nobody-$i" -w '%{http_code}' \
+    "$base/v1/scan/$u" >"$work/nobody-$i.code" &
+  pids+=($!)
+done
+wait "${pids[@]}"
+right=0
+for i in $(seq 10 19); do
+  [ "$(cat "$work/batch-$i.code")" = 200 ] &&
+    jq -e --arg t "${tags[$i]}" '.tag_id == $t and .source == "database" and .product.name == "Trail Shoe <b>&\"x\"</b>"' \
+      "$work/batch-$i" >/dev/null && right=$((right + 1))
+done
+for i in $(seq 1 5); do
+  [ "$(cat "$work/nobody-$i.code")" = 404 ] &&
+    jq -e --arg t "$(cat "$work/nobody-$i.id")" '.tag_id == $t and .verdict == "unknown"' \
+      "$work/nobody-$i" >/dev/null && right=$((right + 1))
+done
+check "15 concurrent lookups in the database each answer for their own id ($right of 15)" test "$right" = 15
+
 # Anti-fraud rules through the real path.
 tag=${tags[2]}
 curl -sS -A "$ua" -H 'X-Device-Id: traveller-a' "$base/v1/scan/$tag?lat=48.8566&lon=2.3522" -o /dev/null
@@ -87,7 +129,7 @@ check "Paris then New York a moment later is impossible_travel" jq -e '.verdict 
 scan "$base/v1/scan/$tag?lat=40.7128&lon=-74.0060" -H 'X-Device-Id: traveller-b'
 check "the same device scanning again is not judged for travel again" jq -e '.risk.reasons == []' "$work/body"
 tag=${tags[3]}
-scan "$base/v1/scan/$tag" -A ''
+scan "$direct/v1/scan/$tag" -A ''
 check "an empty user agent is bot_ua, not suspicious alone" jq -e '.verdict == "authentic" and .risk.reasons == ["bot_ua"] and .risk.score > 0' "$work/body"
 for i in $(seq 1 11); do curl -sS -A "$ua" -H "X-Device-Id: fast-$i" "$base/v1/scan/$tag" -o /dev/null; done
 scan "$base/v1/scan/$tag" -H 'X-Device-Id: fast-12'
@@ -98,7 +140,7 @@ check "one consumer scanning five times raises no alarm" jq -e '.verdict == "aut
 for i in $(seq 1 31); do
   curl -sS -A "$ua" -H 'X-Device-Id: guesser' -o /dev/null "$base/v1/scan/$(cat /proc/sys/kernel/random/uuid)"
 done
-scan "$base/v1/scan/${tags[5]}" -H 'X-Device-Id: guesser' -A ''
+scan "$direct/v1/scan/${tags[5]}" -H 'X-Device-Id: guesser' -A ''
 check "a client that guessed 31 unknown ids is flagged for enumeration" jq -e '(.risk.reasons | index("enumeration")) and .verdict == "suspicious"' "$work/body"
 
 # A recalled batch answers revoked from the cache within a second.
@@ -144,16 +186,17 @@ for i in $(seq 1 1000); do
   idle+=("$fd")
 done
 check "a thousand idle connections are accepted (${#idle[@]})" test "${#idle[@]}" = 1000
-t=$(curl -sS -A "$ua" -o "$work/body" -w '%{http_code} %{time_total}' "$base/v1/scan/${tags[0]}")
+t=$(curl -sS -A "$ua" -o "$work/body" -w '%{http_code} %{time_total}' "$direct/v1/scan/${tags[0]}")
 check "…and a scan still answers ($t)" awk -v t="$t" 'BEGIN { split(t, a, " "); exit !(a[1] == 200 && a[2] < 2) }'
 for fd in "${idle[@]}"; do exec {fd}>&-; done
-code=$(curl -sS -o /dev/null -w '%{http_code}' -H "X-Big: $(head -c 65536 /dev/zero | tr '\0' 'x')" "$base/v1/scan/${tags[0]}" || true)
+code=$(curl -sS -o /dev/null -w '%{http_code}' -H "X-Big: $(head -c 65536 /dev/zero | tr '\0' 'x')" "$direct/v1/scan/${tags[0]}" || true)
 check "a 64 KB header is refused (got $code)" bash -c "[ '$code' = 431 ] || [ '$code' = 400 ] || [ '$code' = 000 ]"
 head -c 1048576 /dev/zero >"$work/big"
-code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary @"$work/big" "$base/v1/scan/${tags[0]}" || true)
+code=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary @"$work/big" "$direct/v1/scan/${tags[0]}" || true)
 check "a 1 MB body is refused (got $code)" bash -c "[ '$code' = 413 ] || [ '$code' = 405 ] || [ '$code' = 000 ]"
-code=$(curl -sS -o /dev/null -w '%{http_code}' -A "$ua" "$base/v1/scan/${tags[0]}")
+code=$(curl -sS -o /dev/null -w '%{http_code}' -A "$ua" "$direct/v1/scan/${tags[0]}")
 check "…and the service is still there (got $code)" test "$code" = 200
 
+[ -z "${prism_url:-}" ] || echo "# contract: $prism_exchanges exchanges checked, $prism_broken broke the contract"
 e2e_stop tagproof-scan "$scan_pid"
 e2e_done

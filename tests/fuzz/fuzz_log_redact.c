@@ -101,8 +101,20 @@ static void check_secret(const char *prefix, const char *raw, const char *suffix
     char *out = log_redact(in);
     if (out == NULL)
         fail("out of memory", in, NULL);
-    if (strstr(out, secret) != NULL)
+    /*
+     * The mask itself can complete a secret that ends like its start ("=[re" before
+     * "[redacted]"): look for the secret with every mask replaced by a byte no secret holds.
+     */
+    char *masked = strdup(out);
+    if (masked == NULL)
+        fail("out of memory", in, out);
+    for (char *m = masked; (m = strstr(m, "[redacted]")) != NULL; m++) {
+        *m = '\x01';
+        memmove(m + 1, m + 10, strlen(m + 10) + 1);
+    }
+    if (strstr(masked, secret) != NULL)
         fail("the secret is still in the output", in, out);
+    free(masked);
     free(out);
     free(in);
 }

@@ -353,6 +353,7 @@ struct sink_options sks_options(const struct sks_run *run, const char *consumer)
         .group = run->group,
         .consumer = consumer,
         .block_ms = 200,
+        .linger_ms = 20,
         .backoff_min_ms = 50,
         .backoff_max_ms = 500,
         .trim_interval_ms = 300,

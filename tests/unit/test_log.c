@@ -1,7 +1,12 @@
-/* Unit tests of log: JSON line shape, level filter, and redaction of secrets. */
+/*
+ * Unit tests of log: JSON line shape, level filter, redaction of secrets, values written as
+ * jansson writes them, and a thread's buffered lines (whole, in order, flushed when asked,
+ * at once for warnings).
+ */
 #include "support.h"
 #include "log.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +112,138 @@ static void test_redact_strings(void **state)
     }
 }
 
+static void emit_values(void)
+{
+    json_t *f =
+        json_pack("{s:i, s:f, s:f, s:f, s:f, s:b, s:n, s:[s, i, {s:s}], s:{s:{s:s}}, "
+                  "s:s, s:s, s:s}",
+                  "int", -42, "real", 1.5, "whole", 3.0, "big", 1e20, "small", 1.25e-7, "yes", 1,
+                  "none", "list", "Bearer sekrit", 7, "password", "p1", "deep", "a", "token", "t1",
+                  "esc", "q\"b\\s\n\x01\x7f é", "msg", "not the message", "ts", "not the time");
+    log_emit(LOG_INFO, "rid \"x\"", "values \xff end", f);
+}
+
+/* Every kind of value, as jansson would write it (with secrets masked). */
+static void test_values(void **state)
+{
+    (void)state;
+    char *out = capture(emit_values);
+    json_error_t e;
+    json_t *line = json_loads(out, JSON_DISABLE_EOF_CHECK, &e);
+    if (line == NULL)
+        fail_msg("not JSON (%s): %s", e.text, out);
+    json_t *want =
+        json_pack("{s:i, s:f, s:f, s:f, s:f, s:b, s:n, s:[s, i, {s:s}], s:{s:{s:s}}, "
+                  "s:s}",
+                  "int", -42, "real", 1.5, "whole", 3.0, "big", 1e20, "small", 1.25e-7, "yes", 1,
+                  "none", "list", "Bearer [redacted]", 7, "password", "[redacted]", "deep", "a",
+                  "token", "[redacted]", "esc", "q\"b\\s\n\x01\x7f é");
+    const char *key;
+    json_t *v;
+    json_object_foreach(want, key, v)
+    {
+        if (!json_equal(json_object_get(line, key), v))
+            fail_msg("member %s differs in %s", key, out);
+    }
+    assert_non_null(strstr(out, "\"big\":1e20,"));
+    assert_non_null(strstr(out, "\"whole\":3.0,"));
+    assert_non_null(strstr(out, "\"small\":1.25e-7,"));
+    assert_non_null(strstr(out, "\\u0001"));
+    /* The line's own members are not replaced by fields of the same name. */
+    assert_string_equal(json_string_value(json_object_get(line, "msg")), "values \xef\xbf\xbd end");
+    assert_string_equal(json_string_value(json_object_get(line, "request_id")), "rid \"x\"");
+    assert_int_equal(strlen(json_string_value(json_object_get(line, "ts"))), 24);
+    json_decref(want);
+    json_decref(line);
+    free(out);
+}
+
+static int wakes;
+static void count_wake(void *arg)
+{
+    assert_ptr_equal(arg, &wakes);
+    wakes++;
+}
+
+/* Reads what is in the pipe now (non-blocking); caller frees. */
+static char *drain(int fd)
+{
+    char *out = calloc(1, 1 << 20);
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(fd, out + n, (1 << 20) - 1 - n)) > 0)
+        n += (size_t)r;
+    return out;
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s != '\0'; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static void test_buffered_lines(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
+    assert_int_equal(fcntl(fds[1], F_SETFL, O_NONBLOCK), 0);
+    assert_int_equal(fcntl(fds[1], F_SETPIPE_SZ, 1 << 20) >= (1 << 20), 1);
+    log_init("test-svc", LOG_INFO, fds[1]);
+    wakes = 0;
+    log_buffer_start(count_wake, &wakes);
+
+    log_info("one");
+    log_info("two");
+    assert_int_equal(wakes, 1); /* once, when the first line entered the empty buffer */
+    char *out = drain(fds[0]);
+    assert_string_equal(out, ""); /* nothing written yet */
+    free(out);
+    log_flush();
+    out = drain(fds[0]);
+    assert_int_equal(count_lines(out), 2);
+    assert_true(strstr(out, "\"one\"") < strstr(out, "\"two\""));
+    free(out);
+
+    /* A warning goes out at once, after what waited. */
+    log_info("three");
+    assert_int_equal(wakes, 2);
+    log_warn("four");
+    out = drain(fds[0]);
+    assert_int_equal(count_lines(out), 2);
+    assert_true(strstr(out, "\"three\"") < strstr(out, "\"four\""));
+    free(out);
+
+    /* A full buffer is written whole before a line that would not fit. */
+    char big[3000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    size_t lines = 0;
+    for (size_t total = 0; total < 2 * LOG_BUFFER_SIZE; total += sizeof(big) + 80, lines++)
+        log_info("%s", big);
+    out = drain(fds[0]);
+    size_t written = count_lines(out);
+    assert_true(written > 0 && written < lines);
+    assert_int_equal(strlen(out) % (strlen(out) / written), 0); /* whole lines only */
+    free(out);
+    log_buffer_stop();
+    out = drain(fds[0]);
+    assert_int_equal(written + count_lines(out), lines);
+    free(out);
+
+    /* Stopped: a line a write again. */
+    log_info("five");
+    out = drain(fds[0]);
+    assert_int_equal(count_lines(out), 1);
+    free(out);
+    close(fds[0]);
+    close(fds[1]);
+    log_init("test-svc", LOG_INFO, 2);
+}
+
 static void test_level_parse(void **state)
 {
     (void)state;
@@ -121,10 +258,9 @@ static void test_level_parse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_line_shape),
-        cmocka_unit_test(test_redaction),
-        cmocka_unit_test(test_redact_strings),
-        cmocka_unit_test(test_level_parse),
+        cmocka_unit_test(test_line_shape),     cmocka_unit_test(test_redaction),
+        cmocka_unit_test(test_redact_strings), cmocka_unit_test(test_values),
+        cmocka_unit_test(test_buffered_lines), cmocka_unit_test(test_level_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

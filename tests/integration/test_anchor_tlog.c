@@ -1,0 +1,274 @@
+/*
+ * test_anchor_tlog: the Merkle log in PostgreSQL (anchor/tlog.c) against the RFC 9162
+ * definition. 1,000 entries appended in batches of random sizes, the frontier read back before
+ * every batch, checkpoints signed along the way; then every stored subtree, every checkpoint's
+ * root and the root at any size read from merkle_nodes equal a naive recursive computation
+ * over the records, and every checkpoint note verifies. A batch whose session is killed just
+ * before its COMMIT leaves nothing behind, and the log goes on from where it was.
+ *
+ * The test works in a database of its own.
+ */
+#include "support.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "merkle.h"
+#include "note.h"
+#include "tlog.h"
+
+#define ENTRIES 1000
+
+static char owner_url[512], svc_url[512], dbname[64];
+static uint8_t leaves[ENTRIES][MERKLE_HASH_LEN];
+
+static void url_for(char *out, size_t len, const char *base)
+{
+    const char *slash = strrchr(base, '/');
+    snprintf(out, len, "%.*s/%s", (int)(slash - base), base, dbname);
+}
+
+static PGconn *connect_to(const char *url, int tenant_all)
+{
+    static const char *const keys[] = {"dbname", "options", NULL};
+    const char *const values[] = {url, tenant_all ? "-c tagproof.tenant=all" : "", NULL};
+    PGconn *c = PQconnectdbParams(keys, values, 1);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect: %s", PQerrorMessage(c));
+    return c;
+}
+
+static void exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+static long long value(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *dir = ts_require_env("TAGPROOF_TEST_PG_DIR");
+    const char *port = ts_require_env("TAGPROOF_TEST_PG_PORT");
+    const char *bin = ts_require_env("TAGPROOF_TEST_BIN_DIR");
+    snprintf(dbname, sizeof(dbname), "anchor_tlog_%d", (int)getpid());
+    url_for(owner_url, sizeof(owner_url), ts_require_env("TAGPROOF_TEST_PG_OWNER_URL"));
+    url_for(svc_url, sizeof(svc_url), ts_require_env("TAGPROOF_TEST_PG_URL"));
+    if (ts_sh("'%s/scripts/lib/pgcluster' psql '%s' %s -c 'CREATE DATABASE %s OWNER tagproof' "
+              ">/dev/null",
+              TAGPROOF_SOURCE_DIR, dir, port, dbname) != 0 ||
+        ts_sh("TAGPROOF_PG_MIGRATE_URL='%s' '%s/tagproof' migrate >/dev/null", owner_url, bin) != 0)
+        return -1;
+    /* Records of different lengths, one of them empty-ish, in one transaction. */
+    PGconn *o = connect_to(owner_url, 0);
+    exec_ok(o, "INSERT INTO factories (id, name) VALUES ('11111111-1111-4111-8111-111111111111', "
+               "'f');"
+               "INSERT INTO products (id, factory_id, sku, name) VALUES "
+               "('22222222-2222-4222-8222-222222222222', '11111111-1111-4111-8111-111111111111', "
+               "'s', 'p');"
+               "INSERT INTO batches (id, factory_id, product_id, code) VALUES "
+               "('33333333-3333-4333-8333-333333333333', '11111111-1111-4111-8111-111111111111', "
+               "'22222222-2222-4222-8222-222222222222', 'b');"
+               "INSERT INTO log_entries (kind, factory_id, batch_id, record) "
+               "SELECT 'revoke', '11111111-1111-4111-8111-111111111111', "
+               "'33333333-3333-4333-8333-333333333333', "
+               "convert_to(repeat('r' || i || E'\\n', i % 7), 'UTF8') "
+               "FROM generate_series(1, 1000) i ORDER BY i");
+    /* The leaf hashes, computed here from the records as stored. */
+    PGresult *r =
+        PQexecParams(o, "SELECT record FROM log_entries ORDER BY id", 0, NULL, NULL, NULL, NULL, 1);
+    assert_int_equal(PQntuples(r), ENTRIES);
+    struct merkle_hasher *h = merkle_hasher_new();
+    for (int i = 0; i < ENTRIES; i++)
+        merkle_leaf_hash(h, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), leaves[i]);
+    merkle_hasher_free(h);
+    PQclear(r);
+    PQfinish(o);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ts_sh("'%s/scripts/lib/pgcluster' psql '%s' %s -c 'DROP DATABASE IF EXISTS %s WITH (FORCE)' "
+          ">/dev/null",
+          TAGPROOF_SOURCE_DIR, getenv("TAGPROOF_TEST_PG_DIR"), getenv("TAGPROOF_TEST_PG_PORT"),
+          dbname);
+    return 0;
+}
+
+/* MTH(D[a:b]) straight from RFC 9162 §2.1.1, recursively. */
+static void naive(struct merkle_hasher *h, uint64_t a, uint64_t b, uint8_t out[MERKLE_HASH_LEN])
+{
+    if (b - a == 1) {
+        memcpy(out, leaves[a], MERKLE_HASH_LEN);
+        return;
+    }
+    uint64_t k = 1;
+    while (k * 2 < b - a)
+        k *= 2;
+    uint8_t l[MERKLE_HASH_LEN], r[MERKLE_HASH_LEN];
+    naive(h, a, a + k, l);
+    naive(h, a + k, b, r);
+    merkle_node_hash(h, l, r, out);
+}
+
+static int get_node(void *arg, unsigned level, uint64_t index, uint8_t out[MERKLE_HASH_LEN])
+{
+    PGconn *c = arg;
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT hash FROM merkle_nodes WHERE level = %u AND idx = %llu",
+             level, (unsigned long long)index);
+    PGresult *r = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 1);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+             PQgetlength(r, 0, 0) == MERKLE_HASH_LEN;
+    if (ok)
+        memcpy(out, PQgetvalue(r, 0, 0), MERKLE_HASH_LEN);
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* The hook kills the appending session just before its COMMIT, once. */
+struct killer {
+    PGconn *victim;
+    int armed;
+};
+
+static void kill_before_commit(void *arg, const char *point)
+{
+    struct killer *k = arg;
+    if (!k->armed || strcmp(point, "append_before_commit") != 0)
+        return;
+    k->armed = 0;
+    /* The session ends itself, as if the process had died: its transaction is gone. */
+    PQclear(PQexec(k->victim, "SELECT pg_terminate_backend(pg_backend_pid())"));
+}
+
+static void test_append_checkpoint_and_crash(void **state)
+{
+    (void)state;
+    uint8_t seed[32] = {7};
+    struct note_signer *signer = note_signer_from_seed("tagproof.test/log", seed);
+    struct killer killer = {0};
+    struct tlog *t = tlog_new("tagproof.test/log", signer, kill_before_commit, &killer);
+    struct merkle_hasher *h = merkle_hasher_new();
+    char err[512];
+    unsigned rnd = 12345;
+    int batches = 0, checkpoints = 0, n = 0;
+    uint64_t made = 0;
+    PGconn *c = connect_to(svc_url, 1);
+    killer.victim = c;
+
+    for (;;) {
+        assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
+        if (batches == 5) {
+            /* A crash before the COMMIT: the session dies, nothing of the batch stays. */
+            uint64_t before = tlog_size(t);
+            killer.armed = 1;
+            assert_int_equal(tlog_append(t, c, 50, &n, err, sizeof(err)), -1);
+            PQfinish(c);
+            c = connect_to(svc_url, 1);
+            killer.victim = c;
+            assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
+            assert_int_equal(tlog_size(t), before);
+            assert_int_equal(value(c, "SELECT count(leaf_index) FROM log_entries"),
+                             (long long)before);
+        }
+        int max = 1 + (int)(rand_r(&rnd) % 97);
+        if (tlog_append(t, c, max, &n, err, sizeof(err)) != 0)
+            fail_msg("append: %s", err);
+        batches++;
+        if (n == 0)
+            break;
+        if (batches % 4 == 0 || n < max) {
+            assert_int_equal(tlog_checkpoint(t, c, "http", &made, err, sizeof(err)), 0);
+            assert_int_equal(made, tlog_size(t));
+            checkpoints++;
+        }
+    }
+    assert_int_equal(tlog_size(t), ENTRIES);
+    assert_int_equal(tlog_checkpoint(t, c, "http", &made, err, sizeof(err)), 0);
+    assert_int_equal(made, 0); /* nothing new: no checkpoint */
+    print_message("%d batches, %d checkpoints\n", batches, checkpoints);
+
+    /* Leaf indexes in id order, leaf hashes right, every complete subtree stored once. */
+    assert_int_equal(value(c, "SELECT count(*) FROM (SELECT leaf_index, row_number() OVER (ORDER "
+                              "BY id) - 1 AS rn FROM log_entries) x WHERE leaf_index <> rn"),
+                     0);
+    long long want_nodes = 0;
+    for (int l = 0; (ENTRIES >> l) > 0; l++)
+        want_nodes += ENTRIES >> l;
+    assert_int_equal(value(c, "SELECT count(*) FROM merkle_nodes"), want_nodes);
+    PGresult *r =
+        PQexecParams(c, "SELECT level, idx, hash FROM merkle_nodes", 0, NULL, NULL, NULL, NULL, 0);
+    for (int i = 0; i < PQntuples(r); i++) {
+        unsigned level = (unsigned)atoi(PQgetvalue(r, i, 0));
+        uint64_t idx = strtoull(PQgetvalue(r, i, 1), NULL, 10);
+        uint8_t want[MERKLE_HASH_LEN];
+        char hex[2 * MERKLE_HASH_LEN + 3];
+        naive(h, idx << level, (idx + 1) << level, want);
+        hex[0] = '\\';
+        hex[1] = 'x';
+        for (int k = 0; k < MERKLE_HASH_LEN; k++)
+            snprintf(hex + 2 + 2 * k, 3, "%02x", want[k]);
+        if (strcmp(PQgetvalue(r, i, 2), hex) != 0)
+            fail_msg("subtree (%u, %llu) differs", level, (unsigned long long)idx);
+    }
+    PQclear(r);
+
+    /* The root at every size, from the stored subtrees, is the naive root. */
+    for (uint64_t size = 1; size <= ENTRIES; size++) {
+        uint8_t got[MERKLE_HASH_LEN], want[MERKLE_HASH_LEN];
+        assert_int_equal(merkle_root_at(h, size, get_node, c, got), 0);
+        naive(h, 0, size, want);
+        assert_memory_equal(got, want, MERKLE_HASH_LEN);
+    }
+
+    /* Every checkpoint: its note verifies, and says the naive root of its size. */
+    r = PQexec(c, "SELECT size, note FROM checkpoints ORDER BY size");
+    assert_int_equal(PQntuples(r), checkpoints);
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *note = PQgetvalue(r, i, 1);
+        size_t text_len = 0;
+        char origin[64];
+        uint64_t size = 0;
+        uint8_t root[32], want[32];
+        assert_int_equal(note_verify(note_signer_vkey(signer), note, strlen(note), &text_len), 0);
+        assert_int_equal(note_checkpoint_parse(note, text_len, origin, sizeof(origin), &size, root),
+                         0);
+        assert_string_equal(origin, "tagproof.test/log");
+        assert_int_equal(size, strtoull(PQgetvalue(r, i, 0), NULL, 10));
+        naive(h, 0, size, want);
+        assert_memory_equal(root, want, 32);
+    }
+    PQclear(r);
+    assert_int_equal(value(c, "SELECT count(*) FROM anchors WHERE state = 'pending'"), checkpoints);
+
+    PQfinish(c);
+    merkle_hasher_free(h);
+    tlog_free(t);
+    note_signer_free(signer);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_append_checkpoint_and_crash),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
