@@ -1002,18 +1002,19 @@ fail:
     " 'confirmed_at', t.confirmed_at, 'updated_at', t.updated_at)"
 
 /*
- * Newest first, as an operator watching anchoring reads them; the cursor is the last id of
- * the previous page (ids are bigserial, not the UUIDs of api_list_sql). $1 cursor ('' for
- * the first page), $2 page size, $3 state filter ('' for all).
+ * Oldest first, as every list of the API (and docs/openapi.yaml) runs; ?state= narrows it
+ * (state=pending: what is in flight). The cursor is the last id of the previous page (ids
+ * are bigserial, not the UUIDs of api_list_sql). $1 cursor ('' for the first page), $2 page
+ * size, $3 state filter ('' for all).
  */
 static const char sql_anchor_list[] =
-    "WITH page AS (SELECT * FROM anchors WHERE ($1::text = '' OR id < $1::bigint)"
-    "   AND ($3::text = '' OR state = $3) ORDER BY id DESC LIMIT $2::int + 1),"
-    " shown AS (SELECT * FROM page ORDER BY id DESC LIMIT $2::int)"
+    "WITH page AS (SELECT * FROM anchors WHERE ($1::text = '' OR id > $1::bigint)"
+    "   AND ($3::text = '' OR state = $3) ORDER BY id LIMIT $2::int + 1),"
+    " shown AS (SELECT * FROM page ORDER BY id LIMIT $2::int)"
     " SELECT json_build_object('items',"
-    "  coalesce((SELECT json_agg(" ANCHOR_JSON " ORDER BY t.id DESC) FROM shown t), '[]'::json),"
+    "  coalesce((SELECT json_agg(" ANCHOR_JSON " ORDER BY t.id) FROM shown t), '[]'::json),"
     "  'next_cursor', CASE WHEN (SELECT count(*) FROM page) > $2::int"
-    "   THEN (SELECT min(id)::text FROM shown) END)";
+    "   THEN (SELECT max(id)::text FROM shown) END)";
 
 static void anchor_list(struct http_req *req, const struct principal *p)
 {

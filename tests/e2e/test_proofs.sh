@@ -341,13 +341,13 @@ owner_sql -c "INSERT INTO anchors (checkpoint_size, ledger, state, ledger_ref, c
   VALUES (1503, 'ethereum', 'confirmed', '0x$(printf 'AB%.0s' $(seq 32))', 1337, 12, '0x$(printf '1%.0s' $(seq 64))', now())"
 as "$admin_key" GET /v1/anchors
 expect 200 "GET /v1/anchors"
-check "…four anchors, newest first" jq -e '(.items | length) == 4 and ([.items[].id] | . == (sort | reverse)) and .next_cursor == null' "$work/body"
-check "…each with its checkpoint's root" jq -e --arg r "$root1" '.items[-1] | .checkpoint_size == 1000 and .root == $r and .state == "confirmed" and .ledger == "http"' "$work/body"
+check "…four anchors, oldest first" jq -e '(.items | length) == 4 and ([.items[].id] | . == sort) and .next_cursor == null' "$work/body"
+check "…each with its checkpoint's root" jq -e --arg r "$root1" '.items[0] | .checkpoint_size == 1000 and .root == $r and .state == "confirmed" and .ledger == "http"' "$work/body"
 as "$admin_key" GET "/v1/anchors?limit=3"
 c=$(jq_body .next_cursor)
 check "a page of three has a next cursor" jq -e '(.items | length) == 3 and (.next_cursor | type) == "string"' "$work/body"
 as "$admin_key" GET "/v1/anchors?limit=3&cursor=$c"
-check "…whose page holds the last one" jq -e '(.items | length) == 1 and .items[0].checkpoint_size == 1000 and .next_cursor == null' "$work/body"
+check "…whose page holds the newest" jq -e '(.items | length) == 1 and .items[0].checkpoint_size == 1503 and .items[0].ledger == "ethereum" and .next_cursor == null' "$work/body"
 as "$admin_key" GET "/v1/anchors?state=failed"
 check "?state=failed" jq -e '(.items | length) == 1 and .items[0].last_error == "the ledger is down" and .items[0].attempts == 3' "$work/body"
 id=$(jq_body '.items[0].id')

@@ -6,21 +6,20 @@
 # the independent verifier against the chain; any changed byte is refused by both; after a
 # reorg that drops the transaction (evm_snapshot/evm_revert) both refuse it.
 #
-# ganache comes from npm (tests/ganache, `npm ci` there, as the anchor tests install it) or
-# TAGPROOF_TEST_GANACHE (a path to its executable); without it the test says so and passes.
+# ganache 7.9.2 comes from npm, pinned in tests/ganache and installed there once (as
+# test_anchor_eth does; tests running side by side wait for one another's npm ci).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/factory_lib.sh"
 
 : "${TAGPROOF_TEST_PG_DIR:?run the end-to-end tests through scripts/test}"
-ganache=${TAGPROOF_TEST_GANACHE:-$stack_root/tests/ganache/node_modules/.bin/ganache}
-if [ ! -x "$ganache" ]; then
-  ganache=$(command -v ganache || true)
-fi
-if [ -z "$ganache" ]; then
-  ok "skipped: no ganache (npm ci in tests/ganache, or TAGPROOF_TEST_GANACHE)"
-  e2e_done
-  exit 0
-fi
+ganache_dir=$stack_root/tests/ganache
+command -v node >/dev/null && command -v npm >/dev/null || {
+  echo "not ok - node and npm are needed (scripts/deps installs them)"
+  exit 1
+}
+flock "$ganache_dir/package.json" bash -c \
+  "test -f '$ganache_dir/node_modules/ganache/package.json' || (cd '$ganache_dir' && npm ci --no-audit --no-fund --loglevel=error >&2)" ||
+  { echo "not ok - npm ci in tests/ganache failed"; exit 1; }
 verifier=$stack_root/tests/verifier
 mklog=$bin/../tests/tagproof-mklog
 db="proofs_eth_e2e_$$_$RANDOM"
@@ -53,7 +52,8 @@ owner_sql() { psql "$TAGPROOF_TEST_PG_OWNER_URL" -qAt -v ON_ERROR_STOP=1 "$@"; }
 
 chain_port=$(stack_free_port)
 chain="http://127.0.0.1:$chain_port"
-"$ganache" --wallet.deterministic --chain.chainId 1337 --server.host 127.0.0.1 \
+node "$ganache_dir/node_modules/ganache/dist/node/cli.js" --wallet.deterministic --chain.chainId 1337 \
+  --server.host 127.0.0.1 \
   --server.port "$chain_port" --logging.quiet >"$work/ganache.log" 2>&1 &
 pids+=($!)
 rpc() { # METHOD PARAMS_JSON → the result
