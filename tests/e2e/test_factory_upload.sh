@@ -94,7 +94,7 @@ check "…with its counts" jq -e '.status == "completed" and .rows_total == 3 an
 check "3 rows in tags for the upload" test "$(tags_of_upload "$id")" = 3
 check "…stored lower case, with their serials" test "$(sql "SELECT string_agg(serial, '|' ORDER BY serial NULLS LAST) || '/' || bool_and(tag_id::text = lower(tag_id::text)) FROM tags WHERE tag_id IN ('$t1', '$t2', '$t3')")" = 'SN-1|SN-\2/true'
 check "…of the batch's factory and product" test "$(sql "SELECT count(*) FROM tags WHERE upload_id = '$id' AND factory_id = '$F_a' AND product_id = '$P_a' AND batch_id = '$B_a'")" = 3
-check "3 leaves queued in log_entries" test "$(sql "SELECT count(*) FROM log_entries WHERE kind = 'tag' AND tag_id IN ('$t1', '$t2', '$t3') AND leaf_index IS NULL")" = 3
+check "3 leaves in log_entries (queued, or appended by an anchor another test runs)" test "$(sql "SELECT count(*) FROM log_entries WHERE kind = 'tag' AND tag_id IN ('$t1', '$t2', '$t3')")" = 3
 epoch=$(sql "SELECT extract(epoch FROM registered_at)::bigint FROM tags WHERE tag_id = '$t1'")
 want=$(printf 'tagproof/tag/v1\n%s\n%s\n%s\n%s\n%s\n' "$t1" "$F_a" "$B_a" "$P_a" \
   "$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)" | od -An -tx1 | tr -d ' \n')
