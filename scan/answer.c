@@ -356,20 +356,26 @@ static void out_put(struct out *o, const char *s, size_t n)
 
 #define OUT_LIT(o, lit) out_put((o), (lit), sizeof(lit) - 1)
 
-/* A JSON string as jansson's compact output writes it; invalid UTF-8 becomes U+FFFD. */
-static void out_string(struct out *o, const char *s)
+/*
+ * A JSON string as jansson's compact output writes it; invalid UTF-8 becomes U+FFFD. It goes
+ * out through emit(o, bytes, n), so that both the growing and the fixed buffer can take it.
+ */
+typedef void (*put_fn)(void *o, const char *s, size_t n);
+#define SINK_LIT(o, lit) emit((o), (lit), sizeof(lit) - 1)
+
+static void json_string_to(put_fn emit, void *o, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
     size_t n = strlen((const char *)p);
-    OUT_LIT(o, "\"");
+    SINK_LIT(o, "\"");
     for (size_t i = 0; i < n;) {
         size_t run = 0;
         /* Plain bytes go out in runs. */
         while (i + run < n && p[i + run] >= 0x20 && p[i + run] < 0x80 && p[i + run] != '"' &&
                p[i + run] != '\\')
             run++;
-        out_put(o, (const char *)p + i, run);
+        emit(o, (const char *)p + i, run);
         i += run;
         if (i >= n)
             break;
@@ -377,10 +383,10 @@ static void out_string(struct out *o, const char *s)
         if (ch >= 0x80) {
             size_t k = utf8_len(p + i, n - i);
             if (k == 0) {
-                OUT_LIT(o, "\\ufffd");
+                SINK_LIT(o, "\\ufffd");
                 i++;
             } else {
-                out_put(o, (const char *)p + i, k);
+                emit(o, (const char *)p + i, k);
                 i += k;
             }
             continue;
@@ -388,35 +394,45 @@ static void out_string(struct out *o, const char *s)
         char esc[7];
         switch (ch) {
         case '"':
-            OUT_LIT(o, "\\\"");
+            SINK_LIT(o, "\\\"");
             break;
         case '\\':
-            OUT_LIT(o, "\\\\");
+            SINK_LIT(o, "\\\\");
             break;
         case '\b':
-            OUT_LIT(o, "\\b");
+            SINK_LIT(o, "\\b");
             break;
         case '\f':
-            OUT_LIT(o, "\\f");
+            SINK_LIT(o, "\\f");
             break;
         case '\n':
-            OUT_LIT(o, "\\n");
+            SINK_LIT(o, "\\n");
             break;
         case '\r':
-            OUT_LIT(o, "\\r");
+            SINK_LIT(o, "\\r");
             break;
         case '\t':
-            OUT_LIT(o, "\\t");
+            SINK_LIT(o, "\\t");
             break;
         default:
             memcpy(esc, "\\u00", 4);
             esc[4] = hex[ch >> 4];
             esc[5] = hex[ch & 15];
-            out_put(o, esc, 6);
+            emit(o, esc, 6);
         }
         i++;
     }
-    OUT_LIT(o, "\"");
+    SINK_LIT(o, "\"");
+}
+
+static void out_put_any(void *o, const char *s, size_t n)
+{
+    out_put(o, s, n);
+}
+
+static void out_string(struct out *o, const char *s)
+{
+    json_string_to(out_put_any, o, s);
 }
 
 char *answer_info_build(const char *product_id, const char *sku, const char *name,
@@ -465,6 +481,11 @@ static void put(struct fixed *f, const char *s, size_t n)
 
 #define PUT_LIT(f, lit) put((f), (lit), sizeof(lit) - 1)
 
+static void put_any(void *f, const char *s, size_t n)
+{
+    put(f, s, n);
+}
+
 static void put_str(struct fixed *f, const char *s)
 {
     put(f, s, strlen(s));
@@ -490,6 +511,34 @@ static void put_member(struct fixed *f, const char *value, size_t len)
         put(f, value, len);
     else
         PUT_LIT(f, "{}");
+}
+
+void answer_anchor_set(struct answer_anchor *a, int64_t leaf_index, int64_t checkpoint_size,
+                       const char *tx, size_t tx_len)
+{
+    memset(a, 0, sizeof(*a));
+    if (leaf_index < 0 || leaf_index >= checkpoint_size || tx == NULL || tx_len == 0 ||
+        tx_len > ANSWER_LEDGER_TX_MAX || memchr(tx, '\0', tx_len) != NULL)
+        return;
+    a->anchored = true;
+    a->leaf_index = leaf_index;
+    a->checkpoint_size = checkpoint_size;
+    memcpy(a->ledger_tx, tx, tx_len);
+}
+
+static void put_anchor(struct fixed *f, const struct answer_anchor *a)
+{
+    if (a == NULL || !a->anchored) {
+        PUT_LIT(f, "{\"status\":\"pending\"}");
+        return;
+    }
+    PUT_LIT(f, "{\"status\":\"anchored\",\"leaf_index\":");
+    put_long(f, (long)a->leaf_index);
+    PUT_LIT(f, ",\"checkpoint_size\":");
+    put_long(f, (long)a->checkpoint_size);
+    PUT_LIT(f, ",\"ledger_tx\":");
+    json_string_to(put_any, f, a->ledger_tx);
+    PUT_LIT(f, "}");
 }
 
 static void digits(char *out, unsigned v, int n)
@@ -572,7 +621,9 @@ size_t answer_verdict(const struct answer_fields *a, char *buf, size_t cap)
     PUT_LIT(&f, "]");
     if (a->degraded)
         PUT_LIT(&f, ",\"degraded\":true");
-    PUT_LIT(&f, "},\"anchor\":{\"status\":\"pending\"},\"source\":\"");
+    PUT_LIT(&f, "},\"anchor\":");
+    put_anchor(&f, a->anchor);
+    PUT_LIT(&f, ",\"source\":\"");
     put_str(&f, a->source);
     PUT_LIT(&f, "\"}");
     return f.len;

@@ -47,6 +47,26 @@ char *answer_info_build(const char *product_id, const char *sku, const char *nam
                         const char *batch_id, const char *batch_code, const char *factory_id,
                         const char *factory_name, size_t *len);
 
+/*
+ * The anchor block of an answer (SPEC §5): "pending", or "anchored" with the tag's leaf index,
+ * the checkpoint size and the ledger reference of the newest confirmed anchor.
+ */
+#define ANSWER_LEDGER_TX_MAX 127
+struct answer_anchor {
+    bool anchored;
+    int64_t leaf_index;
+    int64_t checkpoint_size;
+    char ledger_tx[ANSWER_LEDGER_TX_MAX + 1];
+};
+
+/*
+ * Judges the anchoring state: anchored when the leaf is known (leaf_index >= 0), covered by
+ * the confirmed checkpoint (leaf_index < checkpoint_size) and the anchor has a reference (tx,
+ * tx_len bytes, 1 to ANSWER_LEDGER_TX_MAX); else pending. tx is copied.
+ */
+void answer_anchor_set(struct answer_anchor *a, int64_t leaf_index, int64_t checkpoint_size,
+                       const char *tx, size_t tx_len);
+
 /* What a verdict answer says. Strings are borrowed for the call. */
 struct answer_fields {
     const char *tag_id;             /* lower-case canonical UUID */
@@ -58,14 +78,16 @@ struct answer_fields {
     int score;                      /* 0..100 */
     const char *const *reasons;     /* reason ids, in the answer's order */
     size_t nreasons;
-    bool degraded;      /* the stateful rules were skipped */
-    const char *source; /* "cache" or "database" */
+    bool degraded;                      /* the stateful rules were skipped */
+    const struct answer_anchor *anchor; /* NULL: pending */
+    const char *source;                 /* "cache" or "database" */
 };
 
 /*
  * Writes the verdict JSON into buf (cap bytes, not NUL-terminated) and returns its length.
  * When that is more than cap, nothing useful is in buf: call again with a buffer that large.
  * The members are those of SPEC §5, in its order; risk.degraded is present only when true.
+ * The ledger reference is escaped as a JSON string (it comes from a store).
  */
 size_t answer_verdict(const struct answer_fields *f, char *buf, size_t cap);
 

@@ -1,6 +1,6 @@
 tp_module(rules DIR scan LIBS m)
 tp_module(page DIR scan)
-tp_module(tagcache DIR scan LIBS PkgConfig::HIREDIS PkgConfig::OPENSSL)
+tp_module(tagcache DIR scan DEPS scancache LIBS PkgConfig::HIREDIS PkgConfig::OPENSSL)
 tp_module(events DIR scan DEPS uuid)
 tp_module(sink DIR scan DEPS events redis pg log metrics LIBS PkgConfig::LIBEVENT PkgConfig::HIREDIS PkgConfig::LIBPQ)
 tp_module(answer DIR scan DEPS uuid)

@@ -45,6 +45,7 @@
 #include "pg.h"
 #include "redis.h"
 #include "rules.h"
+#include "scancache.h"
 #include "service.h"
 #include "tagcache.h"
 #include "uuid.h"
@@ -123,7 +124,9 @@ struct scan_req {
     int first_scan;
     int first_pending; /* the first-scan write to PostgreSQL failed: the sink makes it */
     int revoked;
-    long scan_count; /* 0: unknown */
+    long scan_count;             /* 0: unknown */
+    int64_t leaf_index;          /* from the database, for the cache fill; -1: none */
+    struct answer_anchor anchor; /* what the answer says about anchoring */
     struct rules_input in;
     int noscript_retried;
 
@@ -281,7 +284,10 @@ static void reply_page(struct scan_req *r, const struct rules_result *res, const
         .scan_count = r->scan_count,
         .reasons = names,
         .reason_count = n,
-        .anchor_status = "pending",
+        .anchor_status = r->anchor.anchored ? "anchored" : "pending",
+        .anchor_leaf_index = r->anchor.leaf_index,
+        .anchor_checkpoint_size = r->anchor.checkpoint_size,
+        .anchor_ledger_tx = r->anchor.anchored ? r->anchor.ledger_tx : NULL,
         .request_id = http_req_id(r->req),
     };
     size_t len = 0;
@@ -322,6 +328,7 @@ static void reply_found(struct scan_req *r, const struct rules_result *res)
         .reasons = names,
         .nreasons = nreasons,
         .degraded = res->degraded,
+        .anchor = &r->anchor,
         .source = r->source == SOURCE_CACHE ? "cache" : "database",
     };
     size_t n = answer_verdict(&f, buf, sizeof(small));
@@ -631,7 +638,7 @@ static void fill_cache(struct scan_req *r)
         return;
     }
     /* The first-scan time goes in with HSETNX: one the cache already holds wins. */
-    int argc = tagcache_fill_args(&f, r->tag, r->info, r->batch_id, 0);
+    int argc = tagcache_fill_args(&f, r->tag, r->info, r->batch_id, 0, r->leaf_index);
     snprintf(ttl, sizeof(ttl), "%d", r->ss->cfg->cache_ttl_s);
     tagcache_revoked_key(rv_key, sizeof(rv_key), r->batch_id);
     /* One round trip: the writes and the lookup script leave together (pipelining). */
@@ -689,6 +696,9 @@ enum {
     COL_NAME,
     COL_FACTORY_ID,
     COL_FACTORY_NAME,
+    COL_LEAF_INDEX,
+    COL_ANCHOR_SIZE,
+    COL_ANCHOR_REF,
 };
 
 /* What the database said about r's tag: row of res, or -1 when it is not registered. */
@@ -710,6 +720,15 @@ static void on_db_row(struct scan_req *r, const PGresult *res, int row)
     snprintf(r->batch_id, sizeof(r->batch_id), "%s", PQgetvalue(res, row, COL_BATCH_ID));
     snprintf(r->factory_id, sizeof(r->factory_id), "%s", PQgetvalue(res, row, COL_FACTORY_ID));
     r->revoked = PQgetvalue(res, row, COL_REVOKED)[0] == 't';
+    r->leaf_index = PQgetisnull(res, row, COL_LEAF_INDEX)
+                        ? -1
+                        : strtoll(PQgetvalue(res, row, COL_LEAF_INDEX), NULL, 10);
+    answer_anchor_set(&r->anchor, r->leaf_index,
+                      PQgetisnull(res, row, COL_ANCHOR_SIZE)
+                          ? 0
+                          : strtoll(PQgetvalue(res, row, COL_ANCHOR_SIZE), NULL, 10),
+                      PQgetvalue(res, row, COL_ANCHOR_REF),
+                      (size_t)PQgetlength(res, row, COL_ANCHOR_REF));
     if (PQgetisnull(res, row, COL_FIRST_MS)) {
         const char *params[2] = {r->tag, NULL};
         if (store_allow(r, SERVICE_PG)) {
@@ -904,6 +923,7 @@ static void on_cache(void *arg, enum redis_status st, const redisReply *reply)
     r->first_ms = h.first_ms;
     r->first_scan = h.first_scan;
     r->revoked = h.revoked;
+    answer_anchor_set(&r->anchor, h.leaf_index, h.anchor_size, h.anchor_ref, h.anchor_ref_len);
     take_state(r, &h);
     if (r->first_scan)
         record_first(r);
@@ -974,6 +994,7 @@ static void scan_start(struct http_req *req, struct scan_service *ss, int html)
     r->ss = ss;
     r->w = service_worker(req);
     r->html = html;
+    r->leaf_index = -1;
 
     if (raw == NULL || uuid_canonical(raw, strlen(raw), r->tag) != 0) {
         metric_inc(ss->scans, "invalid", "none");
@@ -1034,12 +1055,19 @@ static void handle_page(struct http_req *req, void *arg)
 
 /* --- setup ---------------------------------------------------------------------------------- */
 
-/* The tags of one coalesced lookup (lookup_db), $1 an array of ids; a row per registered one. */
+/*
+ * The tags of one coalesced lookup (lookup_db), $1 an array of ids; a row per registered one,
+ * with the leaf index of the tag's registration (its first log entry of kind tag; NULL until
+ * appended) and the newest confirmed anchor (NULLs when none).
+ */
 static const char sql_lookup[] =
     "SELECT t.tag_id, (extract(epoch FROM t.first_scanned_at) * 1000)::bigint, b.id, b.code,"
-    " b.revoked_at IS NOT NULL, p.id, p.sku, p.name, f.id, f.name"
+    " b.revoked_at IS NOT NULL, p.id, p.sku, p.name, f.id, f.name,"
+    " (SELECT e.leaf_index FROM log_entries e WHERE e.tag_id = t.tag_id AND e.kind = 'tag'"
+    "  ORDER BY e.id LIMIT 1), a.checkpoint_size, a.ledger_ref"
     " FROM tags t JOIN batches b ON b.id = t.batch_id JOIN products p ON p.id = t.product_id"
-    " JOIN factories f ON f.id = t.factory_id WHERE t.tag_id = ANY($1::uuid[])";
+    " JOIN factories f ON f.id = t.factory_id LEFT JOIN " SCANCACHE_NEWEST_ANCHOR_SQL
+    " a ON true WHERE t.tag_id = ANY($1::uuid[])";
 /*
  * Records a first scan and answers with what is stored: the time (the given one, $2 ms, or
  * the server's clock when $2 is NULL) and whether this call set it. The row lock makes

@@ -3,12 +3,15 @@
  * derive the keys of a tag and of a client from the ids they are given, so they are meant for
  * one Redis master (with replicas and Sentinel), not Redis Cluster.
  *
- * Keys: tp:t:<tag> hash {d: info JSON, b: batch id, f: first scan ms}; tp:rv:<batch> marks a
- * recalled batch; tp:n:<tag> scan count; tp:d:<tag>:<client> the dedup window; tp:s:<tag> the
- * tag's rule state (velocity, clone spread, last located scan: see the lookup script);
- * tp:e:<client> unknown tags asked by a client (enumeration).
+ * Keys: tp:t:<tag> hash {d: info JSON, b: batch id, f: first scan ms, i: leaf index};
+ * tp:anchor "<checkpoint size> <ledger reference>" of the newest confirmed anchor;
+ * tp:rv:<batch> marks a recalled batch; tp:n:<tag> scan count; tp:d:<tag>:<client> the dedup
+ * window; tp:s:<tag> the tag's rule state (velocity, clone spread, last located scan: see the
+ * lookup script); tp:e:<client> unknown tags asked by a client (enumeration).
  */
 #include "tagcache.h"
+
+#include "scancache.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -35,9 +38,14 @@
  * did, the max + 1 most recent are all among them. Entries that left their window are
  * dropped at the next write. One GET and one SET replace the sorted sets of earlier versions
  * (four keys, ten to twelve commands per scan).
+ *
+ * The anchoring state comes in the same call: the tag's leaf index (field i, which
+ * tagproof-anchor writes once the leaf is appended, and a fill from the database too) and
+ * tp:anchor, the newest confirmed anchor, which tagproof-anchor refreshes every cycle. An
+ * entry with i but without d is a miss: the anchor may write i before anything else.
  */
 static const char lookup_script[] =
-    "local t = redis.call('HMGET', KEYS[1], 'd', 'b', 'f')\n"
+    "local t = redis.call('HMGET', KEYS[1], 'd', 'b', 'f', 'i')\n"
     "local now = ARGV[3]\n"
     "local ms = tonumber(now)\n"
     "if not t[1] then return {0, ms} end\n"
@@ -85,7 +93,8 @@ static const char lookup_script[] =
     "local unk = redis.call('ZCOUNT', 'tp:e:' .. client, ms - tonumber(ARGV[14]), '+inf')\n"
     "local n = redis.call('INCR', 'tp:n:' .. tag)\n"
     "return {1, ms, t[1], t[2], tonumber(fs), first, revoked, rep, nv, nc, unk,\n"
-    "        plat or '', plon or '', pms or '', n}\n";
+    "        plat or '', plon or '', pms or '', n, t[4] or '',\n"
+    "        redis.call('GET', 'tp:anchor') or ''}\n";
 
 /* ARGV 1 client, 2 now ms, 3 enumeration window ms. */
 static const char unknown_script[] =
@@ -140,7 +149,7 @@ const char *tagcache_unknown_script(void)
 
 void tagcache_tag_key(char *out, size_t len, const char *tag_id)
 {
-    snprintf(out, len, "tp:t:%s", tag_id);
+    scancache_tag_key(out, len, tag_id);
 }
 
 void tagcache_revoked_key(char *out, size_t len, const char *batch_id)
@@ -192,7 +201,8 @@ int tagcache_lookup_args(struct tagcache_args *a, const struct tagcache_consts *
     char *key = a->buf, *now, *la, *lo;
     const char *sha = tagcache_lookup_sha();
 
-    used = (size_t)snprintf(key, 48, "tp:t:%s", tag_id) + 1;
+    scancache_tag_key(key, 48, tag_id);
+    used = strlen(key) + 1;
     arg(a, &argc, "EVALSHA", 7);
     arg(a, &argc, sha, 40);
     arg(a, &argc, "1", 1);
@@ -237,10 +247,10 @@ int tagcache_unknown_args(struct tagcache_args *a, const struct tagcache_consts 
 }
 
 int tagcache_fill_args(struct tagcache_fill *f, const char *tag_id, const char *info,
-                       const char *batch_id, int64_t first_ms)
+                       const char *batch_id, int64_t first_ms, int64_t leaf_index)
 {
     int argc = 0;
-    snprintf(f->key, sizeof(f->key), "tp:t:%s", tag_id);
+    scancache_tag_key(f->key, sizeof(f->key), tag_id);
     f->argv[argc++] = "HSET";
     f->argv[argc++] = f->key;
     f->argv[argc++] = "d";
@@ -251,6 +261,11 @@ int tagcache_fill_args(struct tagcache_fill *f, const char *tag_id, const char *
         snprintf(f->first, sizeof(f->first), "%lld", (long long)first_ms);
         f->argv[argc++] = "f";
         f->argv[argc++] = f->first;
+    }
+    if (leaf_index >= 0) {
+        snprintf(f->leaf, sizeof(f->leaf), "%lld", (long long)leaf_index);
+        f->argv[argc++] = SCANCACHE_LEAF_FIELD;
+        f->argv[argc++] = f->leaf;
     }
     for (int i = 0; i < argc; i++)
         f->argvlen[i] = strlen(f->argv[i]);
@@ -293,7 +308,7 @@ int tagcache_parse_lookup(const redisReply *r, struct tagcache_hit *out)
     out->now_ms = v[1];
     if (v[0] == 0)
         return 0;
-    if (r->elements != 15)
+    if (r->elements != 17)
         return -1;
     out->found = true;
     out->info = str_at(r, 2, &out->info_len);
@@ -321,5 +336,22 @@ int tagcache_parse_lookup(const redisReply *r, struct tagcache_hit *out)
     if (out->has_prev && !(ms >= 0 && ms <= 253402300799999.0))
         out->has_prev = false;
     out->prev_ms = out->has_prev ? (int64_t)ms : 0;
+
+    /* The anchoring state; anything malformed reads as not known, never as anchored. */
+    size_t len = 0;
+    const char *s = str_at(r, 15, &len);
+    out->leaf_index = -1;
+    if (s == NULL)
+        return -1;
+    if (scancache_parse_count(s, len, &out->leaf_index) != 0)
+        out->leaf_index = -1;
+    if ((s = str_at(r, 16, &len)) == NULL)
+        return -1;
+    if (len > 0 && scancache_anchor_parse(s, len, &out->anchor_size, &out->anchor_ref,
+                                          &out->anchor_ref_len) != 0) {
+        out->anchor_size = 0;
+        out->anchor_ref = NULL;
+        out->anchor_ref_len = 0;
+    }
     return 0;
 }

@@ -49,6 +49,15 @@ struct tagcache_hit {
     int64_t prev_ms;
     int64_t now_ms; /* the time the script used: the caller's now_ms */
     long scan_count;
+    /*
+     * The anchoring state: the tag's leaf index (-1 when the entry has none) and the newest
+     * confirmed anchor's checkpoint size and ledger reference (0 and NULL when tp:anchor is
+     * absent or malformed). Whether the leaf is covered is for the caller to judge.
+     */
+    int64_t leaf_index;
+    int64_t anchor_size;
+    const char *anchor_ref;
+    size_t anchor_ref_len;
 };
 
 /* The scripts' SHA-1s for EVALSHA (computed once, static strings). */
@@ -100,17 +109,18 @@ int tagcache_unknown_args(struct tagcache_args *a, const struct tagcache_consts 
 int tagcache_parse_lookup(const redisReply *r, struct tagcache_hit *out);
 
 /*
- * Arguments of the HSET that fills the cache from the database (then PEXPIRE separately).
- * first_ms 0 leaves the first-scan field unset.
+ * Arguments of the HSET that fills the cache from the database (then EXPIRE separately).
+ * first_ms 0 leaves the first-scan field unset, leaf_index < 0 the leaf-index field.
  */
 struct tagcache_fill {
-    const char *argv[8];
-    size_t argvlen[8];
+    const char *argv[10];
+    size_t argvlen[10];
     char key[48];
     char first[24];
+    char leaf[24];
 };
 int tagcache_fill_args(struct tagcache_fill *f, const char *tag_id, const char *info,
-                       const char *batch_id, int64_t first_ms);
+                       const char *batch_id, int64_t first_ms, int64_t leaf_index);
 
 /* Key names, written into out (at least 64 bytes). */
 void tagcache_revoked_key(char *out, size_t len, const char *batch_id);

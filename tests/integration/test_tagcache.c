@@ -245,6 +245,95 @@ static void test_state_is_one_key_with_a_lifetime(void **state)
     freeReplyObject(r);
 }
 
+/* The lookup's reply, kept for checks on its borrowed strings; the caller frees it. */
+static redisReply *lookup_reply(struct env *e, const char *client, int64_t now,
+                                struct tagcache_hit *out)
+{
+    struct tagcache_args a;
+    int argc = tagcache_lookup_args(&a, &e->k, TAG, client, false, 0, 0, now);
+    redisReply *r = redisCommandArgv(e->c, argc, a.argv, a.argvlen);
+    assert_non_null(r);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("lookup script: %s", r->str);
+    assert_int_equal(tagcache_parse_lookup(r, out), 0);
+    return r;
+}
+
+/*
+ * The anchoring state in the same call: the tag's leaf index (field i) and tp:anchor, as
+ * tagproof-anchor writes them; anything malformed reads as unknown; an entry that has i but
+ * no data is a miss that writes nothing.
+ */
+static void test_anchoring_state(void **state)
+{
+    struct env *e = *state;
+    struct tagcache_hit h;
+    redisReply *r = lookup_reply(e, "ia", T0, &h);
+    assert_true(h.found);
+    assert_int_equal(h.leaf_index, -1);
+    assert_int_equal(h.anchor_size, 0);
+    assert_null(h.anchor_ref);
+    freeReplyObject(r);
+
+    cmd_ok(e, "HSET tp:t:%s i 41", TAG);
+    cmd_ok(e, "SET tp:anchor %s", "1024 0x5c2d0e1f8a9b");
+    r = lookup_reply(e, "ia", T0 + 1, &h);
+    assert_int_equal(h.leaf_index, 41);
+    assert_int_equal(h.anchor_size, 1024);
+    assert_int_equal(h.anchor_ref_len, strlen("0x5c2d0e1f8a9b"));
+    assert_memory_equal(h.anchor_ref, "0x5c2d0e1f8a9b", h.anchor_ref_len);
+    freeReplyObject(r);
+
+    static const char *const bad_index[] = {"-1", "x", "", "01", "1234567890123456789"};
+    for (size_t i = 0; i < sizeof(bad_index) / sizeof(bad_index[0]); i++) {
+        cmd_ok(e, "HSET tp:t:%s i %s", TAG, bad_index[i]);
+        r = lookup_reply(e, "ia", T0 + 2, &h);
+        assert_true(h.found);
+        assert_int_equal(h.leaf_index, -1);
+        freeReplyObject(r);
+    }
+    static const char *const bad_anchor[] = {"1024", "abc def", "0 x", "12 a b", ""};
+    for (size_t i = 0; i < sizeof(bad_anchor) / sizeof(bad_anchor[0]); i++) {
+        cmd_ok(e, "SET tp:anchor %s", bad_anchor[i]);
+        r = lookup_reply(e, "ia", T0 + 3, &h);
+        assert_true(h.found);
+        assert_int_equal(h.anchor_size, 0);
+        assert_null(h.anchor_ref);
+        freeReplyObject(r);
+    }
+
+    /* Written by the anchor before any fill: a miss, and the script writes nothing. */
+    cmd_ok(e, "DEL tp:t:%s tp:n:%s", TAG, TAG);
+    cmd_ok(e, "HSET tp:t:%s i 7", TAG);
+    r = lookup_reply(e, "ib", T0 + 4, &h);
+    assert_false(h.found);
+    freeReplyObject(r);
+    r = cmd(e, "HGETALL tp:t:%s", TAG);
+    assert_int_equal(r->elements, 2);
+    freeReplyObject(r);
+    r = cmd(e, "EXISTS tp:n:%s", TAG);
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+
+    /* A fill from the database writes the index beside the data, and keeps one it lacks. */
+    struct tagcache_fill f;
+    int argc = tagcache_fill_args(&f, TAG, INFO, BATCH, 0, 9);
+    r = redisCommandArgv(e->c, argc, f.argv, f.argvlen);
+    freeReplyObject(r);
+    cmd_ok(e, "SET tp:anchor %s", "10 abcdef");
+    r = lookup_reply(e, "ib", T0 + 5, &h);
+    assert_true(h.found);
+    assert_int_equal(h.leaf_index, 9);
+    assert_int_equal(h.anchor_size, 10);
+    freeReplyObject(r);
+    argc = tagcache_fill_args(&f, TAG, INFO, BATCH, 0, -1);
+    r = redisCommandArgv(e->c, argc, f.argv, f.argvlen);
+    freeReplyObject(r);
+    r = lookup_reply(e, "ib", T0 + 6, &h);
+    assert_int_equal(h.leaf_index, 9);
+    freeReplyObject(r);
+}
+
 /*
  * Random scans by a few hundred clients with the windows small: each lookup's counts equal
  * the exact sliding-window counts capped at max + 1, computed here by brute force.
@@ -332,6 +421,7 @@ int main(void)
         cmocka_unit_test_setup(test_velocity_and_clone_thresholds, reset),
         cmocka_unit_test_setup(test_travel_state, reset),
         cmocka_unit_test_setup(test_state_is_one_key_with_a_lifetime, reset),
+        cmocka_unit_test_setup(test_anchoring_state, reset),
         cmocka_unit_test_setup(test_counts_match_exact_windows, reset),
         cmocka_unit_test_setup(test_enumeration_count, reset),
     };

@@ -257,6 +257,88 @@ static void test_verdict(void **state)
     json_decref(want);
 }
 
+/* SPEC §5's anchored block: the judgement, and the reference escaped as jansson would. */
+static void test_verdict_anchored(void **state)
+{
+    (void)state;
+    struct answer_info in;
+    struct answer_anchor an;
+    assert_int_equal(parse(DATA, &in), 0);
+
+    /* Pending unless the leaf is known, covered and the anchor has a reference. */
+    answer_anchor_set(&an, -1, 10, "x", 1);
+    assert_false(an.anchored);
+    answer_anchor_set(&an, 10, 10, "x", 1);
+    assert_false(an.anchored);
+    answer_anchor_set(&an, 3, 0, "x", 1);
+    assert_false(an.anchored);
+    answer_anchor_set(&an, 3, 10, "", 0);
+    assert_false(an.anchored);
+    answer_anchor_set(&an, 3, 10, "a\0b", 3);
+    assert_false(an.anchored);
+    char longref[ANSWER_LEDGER_TX_MAX + 2];
+    memset(longref, 'a', sizeof(longref));
+    answer_anchor_set(&an, 3, 10, longref, sizeof(longref));
+    assert_false(an.anchored);
+    answer_anchor_set(&an, 0, 1, longref, ANSWER_LEDGER_TX_MAX);
+    assert_true(an.anchored);
+
+    static const char *const refs[] = {
+        "0x5c2d0e1f8a9b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d",
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "a\"quote\\back\nline\x01"
+        "ctl\xc3\xa9\xff",
+    };
+    for (size_t k = 0; k < sizeof(refs) / sizeof(refs[0]); k++) {
+        answer_anchor_set(&an, 41, 1024, refs[k], strlen(refs[k]));
+        assert_true(an.anchored);
+        struct answer_fields f = {
+            .tag_id = "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            .verdict = k == 2 ? "revoked" : "authentic",
+            .info = &in,
+            .first_ms = 1795000000123,
+            .scan_count = 2,
+            .anchor = &an,
+            .source = "cache",
+        };
+        json_t *j = verdict_json(&f);
+        json_t *want = json_pack("{s:s, s:I, s:I}", "status", "anchored", "leaf_index",
+                                 (json_int_t)41, "checkpoint_size", (json_int_t)1024);
+        /* Bytes that are not UTF-8 become U+FFFD (jansson would refuse them). */
+        json_object_set_new(want, "ledger_tx",
+                            json_string(k < 2 ? refs[k]
+                                              : "a\"quote\\back\nline\x01"
+                                                "ctl\xc3\xa9\xef\xbf\xbd"));
+        assert_true(json_equal(json_object_get(j, "anchor"), want));
+        /* Its members in SPEC's order, and the rest of the answer unchanged. */
+        const char *order[] = {"status", "leaf_index", "checkpoint_size", "ledger_tx"};
+        size_t n = 0;
+        const char *key;
+        json_t *v;
+        json_object_foreach(json_object_get(j, "anchor"), key, v)
+        {
+            assert_string_equal(key, order[n]);
+            n++;
+        }
+        assert_int_equal(n, 4);
+        assert_string_equal(json_string_value(json_object_get(j, "source")), "cache");
+        json_decref(j);
+        json_decref(want);
+    }
+
+    /* A judged-pending block answers exactly like no block. */
+    answer_anchor_set(&an, 5, 5, "x", 1);
+    struct answer_fields g = {.tag_id = "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                              .verdict = "authentic",
+                              .anchor = &an,
+                              .source = "database"};
+    json_t *j = verdict_json(&g);
+    json_t *want = json_pack("{s:s}", "status", "pending");
+    assert_true(json_equal(json_object_get(j, "anchor"), want));
+    json_decref(j);
+    json_decref(want);
+}
+
 static void test_time(void **state)
 {
     (void)state;
@@ -279,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_parse_nesting_limit),
         cmocka_unit_test(test_build_matches_jansson),
         cmocka_unit_test(test_verdict),
+        cmocka_unit_test(test_verdict_anchored),
         cmocka_unit_test(test_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
