@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 #include <libpq-fe.h>
 
+#include "cachesync.h"
 #include "config.h"
 #include "ledger.h"
 #include "log.h"
@@ -56,6 +57,7 @@ struct anchor {
     struct note_signer *signer;
     struct ledger *ledger;
     struct tlog *tlog;
+    struct cachesync *sync; /* the scan cache's view of the log */
     PGconn *conn;
     int leader;
     char holder[128];
@@ -609,6 +611,12 @@ static int cycle(struct anchor *a)
     stats_refresh(a);
     int rc = anchors_work(a);
     stats_refresh(a);
+    /*
+     * The scan cache learns the new leaves and the newest confirmed anchor. Redis failing
+     * never fails the cycle: what it missed is pushed again by the next one.
+     */
+    if (rc == 0 && PQtransactionStatus(a->conn) == PQTRANS_IDLE)
+        cachesync_run(a->sync, a->conn);
     return rc;
 }
 
@@ -693,6 +701,8 @@ struct anchor *anchor_new(const struct config *cfg, struct metrics *metrics, cha
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if ((a->sync = cachesync_new(cfg, metrics, err, errlen)) == NULL)
+        goto fail;
     gethostname(host, sizeof(host) - 1);
     snprintf(a->holder, sizeof(a->holder), "%s-%d", host, (int)getpid());
     const char *crash = getenv("TAGPROOF_TEST_CRASH_AT");
@@ -759,6 +769,7 @@ void anchor_free(struct anchor *a)
     if (a->conn != NULL)
         PQfinish(a->conn);
     tlog_free(a->tlog);
+    cachesync_free(a->sync);
     ledger_free(a->ledger);
     note_signer_free(a->signer);
     pthread_cond_destroy(&a->cv);

@@ -18,6 +18,7 @@
  */
 #include "redis.h"
 
+#include "config.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -113,6 +114,18 @@ struct redis_client {
 static void start_attempt(struct redis_client *c);
 static void sentinel_next(struct redis_client *c);
 static void subscribe_open(struct redis_client *c, size_t i);
+
+void redis_options_from_config(const struct config *cfg, struct redis_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->host = cfg->redis_host;
+    o->port = cfg->redis_port;
+    o->db = cfg->redis_db;
+    o->password = cfg->redis_password;
+    o->sentinels = cfg->redis_sentinels;
+    o->master_name = cfg->redis_master;
+    o->command_timeout_ms = cfg->redis_timeout_ms;
+}
 
 const char *redis_status_str(enum redis_status status)
 {

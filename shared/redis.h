@@ -47,6 +47,15 @@ struct redis_options {
     int stall_timeout_ms;
 };
 
+struct config;
+
+/*
+ * The options of TAGPROOF_REDIS_URL, TAGPROOF_REDIS_SENTINELS/MASTER and
+ * TAGPROOF_REDIS_TIMEOUT_MS; the strings are borrowed from cfg. Timeouts not named there are
+ * left at their defaults.
+ */
+void redis_options_from_config(const struct config *cfg, struct redis_options *o);
+
 enum redis_status {
     REDIS_STATUS_OK,           /* a reply that is not an error reply */
     REDIS_STATUS_ERROR_REPLY,  /* the server answered with an error reply ("-ERR ...") */

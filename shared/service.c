@@ -74,18 +74,6 @@ struct service_worker *service_worker(struct http_req *req)
     return http_req_ctx(req);
 }
 
-static void redis_options_from(const struct config *cfg, struct redis_options *o)
-{
-    memset(o, 0, sizeof(*o));
-    o->host = cfg->redis_host;
-    o->port = cfg->redis_port;
-    o->db = cfg->redis_db;
-    o->password = cfg->redis_password;
-    o->sentinels = cfg->redis_sentinels;
-    o->master_name = cfg->redis_master;
-    o->command_timeout_ms = cfg->redis_timeout_ms;
-}
-
 static void pg_options_from(const struct service *svc, struct pg_options *o)
 {
     const struct config *cfg = &svc->cfg;
@@ -108,7 +96,7 @@ static void *worker_init(struct event_base *base, unsigned idx, void *arg)
     w->idx = idx;
     if (svc->def->deps & SERVICE_REDIS) {
         struct redis_options o;
-        redis_options_from(&svc->cfg, &o);
+        redis_options_from_config(&svc->cfg, &o);
         w->redis = redis_client_new(base, &o, NULL);
     }
     if (svc->def->deps & SERVICE_PG) {
@@ -290,7 +278,7 @@ static int service_preflight(struct service *svc)
         struct redis_options o;
         const char *why = NULL;
         struct event_base *base = event_base_new();
-        redis_options_from(&svc->cfg, &o);
+        redis_options_from_config(&svc->cfg, &o);
         struct redis_client *c = base != NULL ? redis_client_new(base, &o, &why) : NULL;
         redis_client_free(c);
         if (base != NULL)
