@@ -1,19 +1,24 @@
-# anchor_lib.sh — what the anchoring end-to-end tests share: a private database for the test
-# (the Merkle log is one per database, so tests running side by side must not share one), log
+# anchor_lib.sh — what the anchoring end-to-end tests share: a private database and Redis for
+# the test (the Merkle log is one per database, and tagproof-anchor writes that log's state into
+# the scan cache of its Redis, so tests running side by side must share neither), log
 # entries inserted as the schema owner the way registrations and recalls insert them, and
 # reading the anchor service's state. Source it after lib.sh.
 
 # anchor_db NAME — creates database NAME (owned by the schema owner), migrates it, and points
-# TAGPROOF_PG_URL at it; sets $owner_url and $svc_url. Dropped when the test exits.
+# TAGPROOF_PG_URL at it; sets $owner_url and $svc_url. Also starts a Redis of the test's own and
+# points TAGPROOF_REDIS_URL at it ($adb_redis_port). Both go when the test exits.
 anchor_db() {
   adb_name=$1
+  adb_redis_port=$(stack_free_port)
+  stack_redis_start "$work/anchor-redis" "$adb_redis_port" --appendonly no
+  export TAGPROOF_REDIS_URL="redis://127.0.0.1:$adb_redis_port/0"
   owner_url=${TAGPROOF_TEST_PG_OWNER_URL%/*}/$adb_name
   svc_url=${TAGPROOF_TEST_PG_URL%/*}/$adb_name
   anchor_su "DROP DATABASE IF EXISTS $adb_name WITH (FORCE)"
   anchor_su "CREATE DATABASE $adb_name OWNER tagproof"
   TAGPROOF_PG_MIGRATE_URL=$owner_url "$bin/tagproof" migrate >/dev/null
   export TAGPROOF_PG_URL=$svc_url
-  trap 'e2e_cleanup; anchor_su "DROP DATABASE IF EXISTS $adb_name WITH (FORCE)" 2>/dev/null || true' EXIT
+  trap 'stack_redis_stop "$work/anchor-redis"; e2e_cleanup; anchor_su "DROP DATABASE IF EXISTS $adb_name WITH (FORCE)" 2>/dev/null || true' EXIT
   # One factory, product and batch that the tags belong to.
   osql "INSERT INTO factories (id, name) VALUES ('11111111-1111-4111-8111-111111111111', 'f');
         INSERT INTO products (id, factory_id, sku, name)

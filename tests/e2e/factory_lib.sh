@@ -10,6 +10,11 @@
 #   jq_body FILTER             jq on the last body, raw output
 #
 #   api_direct METHOD PATH ... as api, straight to the service (see below)
+#   as KEY METHOD PATH [JSON]  api with X-Api-Key: KEY (and JSON as an application/json body)
+#   private_stack NAME         a database NAME and a Redis of the test's own (before e2e_env):
+#                              TAGPROOF_TEST_PG_URL, ..._OWNER_URL and ..._REDIS_URL point at
+#                              them, $redis_port and $redis_dir name the Redis; both go at exit
+#   upload_tags FILE N KEY BATCH  N fresh tags as a CSV in FILE, through `tagproof upload`
 #
 # FACTORY_URL is where requests go; a test may point it at a proxy (prism) in front of the
 # service, and $FACTORY_DIRECT_URL always names the service itself.
@@ -112,4 +117,50 @@ node_deps() {
     cd "$stack_root/tests/node" && flock 9 &&
       { [ -f node_modules/jose/package.json ] || npm ci --no-audit --no-fund --loglevel=error >&2; }
   ) 9<"$stack_root/tests/node"
+}
+
+as() { # KEY METHOD PATH [JSON]
+  local key=$1 method=$2 path=$3
+  if [ $# -ge 4 ]; then
+    api "$method" "$path" -H "X-Api-Key: $key" -H 'Content-Type: application/json' --data-binary "$4"
+  else
+    api "$method" "$path" -H "X-Api-Key: $key"
+  fi
+}
+
+# private_stack NAME — for tests that run tagproof-anchor (one Merkle log a database, and the
+# anchor writes that log's state into its Redis) or stop their stores.
+private_stack() {
+  : "${TAGPROOF_TEST_PG_DIR:?run the end-to-end tests through scripts/test}"
+  private_db=$1
+  redis_dir="$work/redis"
+  trap private_stack_cleanup EXIT
+  local owner_user
+  owner_user=$(sed -E 's#^[a-z]+://([^:@]+).*#\1#' <<<"$TAGPROOF_TEST_PG_OWNER_URL")
+  echo "CREATE DATABASE $private_db OWNER $owner_user" | private_su_psql
+  export TAGPROOF_TEST_PG_OWNER_URL="${TAGPROOF_TEST_PG_OWNER_URL%/*}/$private_db"
+  export TAGPROOF_TEST_PG_URL="${TAGPROOF_TEST_PG_URL%/*}/$private_db"
+  TAGPROOF_PG_MIGRATE_URL=$TAGPROOF_TEST_PG_OWNER_URL "$bin/tagproof" migrate >/dev/null
+  redis_port=$(stack_free_port)
+  stack_redis_start "$redis_dir" "$redis_port" --appendonly no
+  export TAGPROOF_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+}
+private_su_psql() {
+  PGCLUSTER_DB=postgres "$stack_root/scripts/lib/pgcluster" psql \
+    "$TAGPROOF_TEST_PG_DIR" "$TAGPROOF_TEST_PG_PORT" >/dev/null
+}
+private_stack_cleanup() {
+  if [ -z "${E2E_KEEP:-}" ]; then
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    # A test may have frozen its Redis (SIGSTOP); it must be able to stop.
+    [ -f "$redis_dir/redis.pid" ] && kill -CONT "$(cat "$redis_dir/redis.pid")" 2>/dev/null
+    stack_redis_stop "$redis_dir"
+    echo "DROP DATABASE IF EXISTS $private_db WITH (FORCE)" | private_su_psql || true
+  fi
+  e2e_cleanup
+}
+
+upload_tags() { # FILE N KEY BATCH
+  { echo tag_id; for _ in $(seq 1 "$2"); do cat /proc/sys/kernel/random/uuid; done; } >"$1"
+  TAGPROOF_API_KEY=$3 "$bin/tagproof" upload --batch "$4" "$1" >"$work/upload.out" 2>&1
 }

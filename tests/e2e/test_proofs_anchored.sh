@@ -9,32 +9,8 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/factory_lib.sh"
 
-: "${TAGPROOF_TEST_PG_DIR:?run the end-to-end tests through scripts/test}"
 verifier=$stack_root/tests/verifier
-db="proofs_anchored_e2e_$$_$RANDOM"
-redis_dir="$work/redis"
-su_psql() {
-  PGCLUSTER_DB=${1:-postgres} "$stack_root/scripts/lib/pgcluster" psql \
-    "$TAGPROOF_TEST_PG_DIR" "$TAGPROOF_TEST_PG_PORT" >/dev/null
-}
-anchored_cleanup() {
-  if [ -z "${E2E_KEEP:-}" ]; then
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    stack_redis_stop "$redis_dir"
-    echo "DROP DATABASE IF EXISTS $db WITH (FORCE)" | su_psql || true
-  fi
-  e2e_cleanup
-}
-trap anchored_cleanup EXIT
-
-owner_user=$(sed -E 's#^[a-z]+://([^:@]+).*#\1#' <<<"$TAGPROOF_TEST_PG_OWNER_URL")
-echo "CREATE DATABASE $db OWNER $owner_user" | su_psql
-export TAGPROOF_TEST_PG_OWNER_URL="${TAGPROOF_TEST_PG_OWNER_URL%/*}/$db"
-export TAGPROOF_TEST_PG_URL="${TAGPROOF_TEST_PG_URL%/*}/$db"
-TAGPROOF_PG_MIGRATE_URL=$TAGPROOF_TEST_PG_OWNER_URL "$bin/tagproof" migrate >/dev/null
-redis_port=$(stack_free_port)
-stack_redis_start "$redis_dir" "$redis_port" --appendonly no
-export TAGPROOF_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+private_stack "proofs_anchored_e2e_$$_$RANDOM"
 e2e_env
 export TAGPROOF_RATE_LIMIT_PER_MIN=100000 TAGPROOF_RATE_LIMIT_BURST=10000
 export TAGPROOF_ANCHOR_INTERVAL_S=2 TAGPROOF_LEDGER=http
@@ -48,14 +24,6 @@ anchor_pid=$last_pid
 factory_up
 check "tagproof-factory is ready" curl -fs "$FACTORY_DIRECT_URL/v1/ready"
 
-as() { # KEY METHOD PATH [JSON]
-  local key=$1 method=$2 path=$3
-  if [ $# -ge 4 ]; then
-    api "$method" "$path" -H "X-Api-Key: $key" -H 'Content-Type: application/json' --data-binary "$4"
-  else
-    api "$method" "$path" -H "X-Api-Key: $key"
-  fi
-}
 as "$admin_key" POST /v1/factories '{"name":"Anchored proofs"}'
 fid=$(jq_body .id)
 as "$admin_key" POST /v1/api-keys "{\"factory_id\":\"$fid\",\"role\":\"factory_user\",\"name\":\"e2e\"}"
@@ -65,11 +33,7 @@ pid=$(jq_body .id)
 as "$user_key" POST /v1/batches "{\"product_id\":\"$pid\",\"code\":\"AP-B1\"}"
 batch=$(jq_body .id)
 
-# upload FILE N — N fresh tags as a CSV, through `tagproof upload`.
-upload() {
-  { echo tag_id; for _ in $(seq 1 "$2"); do cat /proc/sys/kernel/random/uuid; done; } >"$1"
-  TAGPROOF_API_KEY=$user_key "$bin/tagproof" upload --batch "$batch" "$1" >"$work/upload.out" 2>&1
-}
+upload() { upload_tags "$1" "$2" "$user_key" "$batch"; }
 # bundle_when_anchored TAG OUT — polls GET /v1/proofs/TAG until its anchor is confirmed.
 bundle_when_anchored() {
   for _ in $(seq 1 150); do
