@@ -46,7 +46,8 @@ struct cachesync {
     unsigned waiting; /* commands sent and not answered */
     int failed;       /* a command of this run failed */
     char error[256];
-    int down; /* the last run failed (logged once until one succeeds) */
+    int down;       /* the last run failed (logged once until one succeeds) */
+    int64_t marker; /* SCANCACHE_PUSHED_KEY as read, -1 when absent */
     char ttl[16];
     struct metric *m_pushed, *m_runs;
     char keys[SYNC_KEYS][48], idx[SYNC_KEYS][24]; /* one EVAL's arguments */
@@ -83,15 +84,78 @@ static void drive(struct cachesync *s, long ms, int until_connected)
     evtimer_del(s->backstop);
 }
 
-/* Sends a command; its answer is counted by on_reply. */
-static void send_cmd(struct cachesync *s, int argc, const char **argv, const size_t *argvlen)
+/* GET's answer: the marker, -1 when Redis has none (or not a number: pushed again). */
+static void on_marker(void *arg, enum redis_status st, const redisReply *reply)
 {
-    if (redis_command(s->redis, SYNC_COMMAND_MS, on_reply, s, argc, argv, argvlen) == 0) {
+    struct cachesync *s = arg;
+    char *end;
+    if (st == REDIS_STATUS_OK && reply->type == REDIS_REPLY_STRING) {
+        long long v = strtoll(reply->str, &end, 10);
+        s->marker = *end == '\0' && end != reply->str && v >= 0 ? v : 0;
+    }
+    on_reply(arg, st, reply);
+}
+
+/* Sends a command; its answer is counted by on_reply. */
+static void send_with(struct cachesync *s, redis_reply_fn cb, int argc, const char **argv,
+                      const size_t *argvlen)
+{
+    if (redis_command(s->redis, SYNC_COMMAND_MS, cb, s, argc, argv, argvlen) == 0) {
         s->waiting++;
     } else if (!s->failed) {
         s->failed = 1;
         snprintf(s->error, sizeof(s->error), "redis: command refused");
     }
+}
+
+static void send_cmd(struct cachesync *s, int argc, const char **argv, const size_t *argvlen)
+{
+    send_with(s, on_reply, argc, argv, argvlen);
+}
+
+/* Sends SET SCANCACHE_PUSHED_KEY v. */
+static void send_marker(struct cachesync *s, int64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%" PRId64, v);
+    const char *set[3] = {"SET", SCANCACHE_PUSHED_KEY, buf};
+    send_cmd(s, 3, set, NULL);
+}
+
+/* Waits for what was sent: 0 when all of it was answered without an error. */
+static int settle(struct cachesync *s)
+{
+    drive(s, SYNC_BACKSTOP_MS, 0);
+    if (!s->failed && s->waiting > 0)
+        snprintf(s->error, sizeof(s->error), "redis: no answer");
+    return s->failed || s->waiting > 0 ? -1 : 0;
+}
+
+/*
+ * Where this run starts, given PostgreSQL's watermark *mark. Redis's own marker says what its
+ * data holds: absent, Redis starts empty (every entry is refilled from the database, leaf
+ * index included) and the marker is set to *mark; lower, Redis came back from an older
+ * snapshot or a replica that lagged, and the leaves since are pushed again.
+ */
+static int marker_check(struct cachesync *s, int64_t *mark)
+{
+    const char *get[2] = {"GET", SCANCACHE_PUSHED_KEY};
+    s->marker = -1;
+    send_with(s, on_marker, 2, get, NULL);
+    if (settle(s) != 0)
+        return -1;
+    if (s->marker < 0) {
+        send_marker(s, *mark);
+        return settle(s);
+    }
+    if (s->marker < *mark) {
+        log_emit(LOG_WARN, NULL,
+                 "Redis holds fewer leaf indexes than it acknowledged; pushing again",
+                 json_pack("{s:I, s:I}", "redis_has", (json_int_t)s->marker, "leaves_pushed",
+                           (json_int_t)*mark));
+        *mark = s->marker;
+    }
+    return 0;
 }
 
 static int pg_fail(struct cachesync *s, PGconn *conn, PGresult *res, const char *what)
@@ -183,16 +247,13 @@ static int push_page(struct cachesync *s, PGconn *conn, int64_t *mark, int *more
         return 0;
     }
     /* Pipelined: every EVAL of the page leaves at once, then the loop waits for the replies. */
+    int64_t next = strtoll(PQgetvalue(res, rows - 1, 0), NULL, 10) + 1;
     for (int i = 0; i < rows && !s->failed; i += SYNC_KEYS)
         push_keys(s, res, i, i + SYNC_KEYS < rows ? i + SYNC_KEYS : rows);
-    drive(s, SYNC_BACKSTOP_MS, 0);
-    int64_t next = strtoll(PQgetvalue(res, rows - 1, 0), NULL, 10) + 1;
+    send_marker(s, next); /* after the page on the same connection: in step with it */
     PQclear(res);
-    if (s->failed || s->waiting > 0) {
-        if (!s->failed)
-            snprintf(s->error, sizeof(s->error), "redis: no answer");
+    if (settle(s) != 0)
         return -1;
-    }
     *pushed += rows;
     *mark = next;
     return watermark_set(s, conn, next);
@@ -219,10 +280,7 @@ static int push_anchor(struct cachesync *s, PGconn *conn)
         send_cmd(s, 3, set, NULL);
     else
         send_cmd(s, 2, del, NULL);
-    drive(s, SYNC_BACKSTOP_MS, 0);
-    if (!s->failed && s->waiting > 0)
-        snprintf(s->error, sizeof(s->error), "redis: no answer");
-    return s->failed || s->waiting > 0 ? -1 : 0;
+    return settle(s);
 }
 
 int cachesync_run(struct cachesync *s, PGconn *conn)
@@ -244,7 +302,7 @@ int cachesync_run(struct cachesync *s, PGconn *conn)
         snprintf(s->error, sizeof(s->error), "redis: not connected");
         goto done;
     }
-    if (watermark_get(s, conn, &mark) != 0)
+    if (watermark_get(s, conn, &mark) != 0 || marker_check(s, &mark) != 0)
         goto done;
     for (int page = 0; page < SYNC_MAX_PAGES; page++) {
         if (push_page(s, conn, &mark, &more, &pushed) != 0)

@@ -12,6 +12,12 @@
 
 /* The key holding the newest confirmed anchor: "<checkpoint size> <ledger reference>". */
 #define SCANCACHE_ANCHOR_KEY "tp:anchor"
+/*
+ * The leaves tagproof-anchor has pushed, as Redis itself has them: written after each page in
+ * the same pipeline, so a snapshot or a promoted replica holds a marker in step with its
+ * entries. One lower than PostgreSQL's watermark means Redis came back older: push again.
+ */
+#define SCANCACHE_PUSHED_KEY "tp:anchor:pushed"
 /* The field of a tag's hash tp:t:<tag> holding its leaf index. */
 #define SCANCACHE_LEAF_FIELD "i"
 /* A ledger reference longer than this is not shown (ledger.h's references are shorter). */

@@ -176,6 +176,24 @@ check "…it is a miss: the database answers anchored and fills it" anchored_as 
 scan "/v1/scan/$tag_e"
 check "…and the next scan is a cache hit, anchored" anchored_as "$tag_e" cache
 
+# --- Redis back from an older snapshot: its own marker says so, the leaves are pushed again ---
+check "Redis's marker is the watermark" \
+  wait_for 10 bash -c "[ \"\$(redis-cli -p $redis_port GET tp:anchor:pushed)\" = \"\$(psql -X -q -At '$TAGPROOF_TEST_PG_OWNER_URL' -c 'SELECT leaves_pushed FROM scan_cache_sync')\" ]"
+# What a snapshot taken before tag_d's leaf was pushed holds: its entry without i, a lower marker.
+rcli HDEL "tp:t:$tag_d" i >/dev/null
+rcli SET tp:anchor:pushed "$(leaf_of "$tag_d")" >/dev/null
+check "an older Redis gets the leaf indexes since its marker again within 15 s" \
+  wait_for 15 bash -c "[ \"\$(redis-cli -p $redis_port HGET tp:t:$tag_d i)\" = '$(leaf_of "$tag_d")' ]"
+check "…says so" grep -q 'Redis holds fewer leaf indexes than it acknowledged' "$work/tagproof-anchor.log"
+check "…and its marker is the watermark again" \
+  wait_for 10 bash -c "[ \"\$(redis-cli -p $redis_port GET tp:anchor:pushed)\" = \"\$(psql -X -q -At '$TAGPROOF_TEST_PG_OWNER_URL' -c 'SELECT leaves_pushed FROM scan_cache_sync')\" ]"
+check "…so the tag scans anchored from the cache again" wait_for 10 scan_anchored "$tag_d" cache
+# An empty Redis has no marker: entries come back from the database with their index, nothing
+# is pushed again.
+rcli DEL tp:anchor:pushed >/dev/null
+check "an empty Redis's marker is set to the watermark, nothing pushed again" \
+  wait_for 15 bash -c "[ \"\$(redis-cli -p $redis_port GET tp:anchor:pushed)\" = \"\$(psql -X -q -At '$TAGPROOF_TEST_PG_OWNER_URL' -c 'SELECT leaves_pushed FROM scan_cache_sync')\" ]"
+
 # --- a recalled tag keeps its anchor block -------------------------------------------------
 as "$user_key" POST "/v1/batches/$batch/revoke"
 check "the batch is recalled ($status)" test "$status" = 200
