@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154,SC2034 # state variables come from dr_load; the users of these names source this file
 # lib.sh — what scripts/dr/up, drill, failback and down share: where the drill environment
 # lives, its state file, and the precondition checks. Source it after scripts/lib/stack.sh.
 #
