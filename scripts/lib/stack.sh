@@ -171,3 +171,35 @@ stack_program_start() {
 stack_listen_port() {
   echo "${1##*:}"
 }
+
+# stack_redis_sentinel_start DIR PORT MASTER_NAME MASTER_PORT QUORUM [DOWN_AFTER_MS] — a Redis
+# Sentinel watching MASTER_NAME at 127.0.0.1:MASTER_PORT. It runs as redis-server --sentinel,
+# so its pid file is DIR/redis.pid like a server's and stack_redis_stop stops it. Sentinel
+# rewrites its configuration file, which lives in DIR.
+stack_redis_sentinel_start() {
+  local dir=$1 port=$2 name=$3 master_port=$4 quorum=$5 down_after=${6:-1000}
+  mkdir -p "$dir"
+  if stack_pid_alive "$dir/redis.pid"; then return 0; fi
+  stack_port_busy "$port" && stack_die "port $port (Redis Sentinel) is already in use by another process"
+  cat >"$dir/sentinel.conf" <<CONF
+port $port
+bind 127.0.0.1
+dir $dir
+pidfile $dir/redis.pid
+logfile $dir/redis.log
+daemonize yes
+protected-mode no
+sentinel resolve-hostnames no
+sentinel monitor $name 127.0.0.1 $master_port $quorum
+sentinel down-after-milliseconds $name $down_after
+sentinel failover-timeout $name $((down_after * 4))
+sentinel parallel-syncs $name 1
+CONF
+  # Its log (the drills read its events there) in UTC.
+  TZ=UTC redis-server "$dir/sentinel.conf" --sentinel >/dev/null
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  stack_die "Redis Sentinel did not start on port $port (see $dir/redis.log)"
+}
