@@ -198,15 +198,43 @@ static int q_cmd(struct anchor *a, const char *sql, int n, const char *const *pa
 
 /* --- leadership ---------------------------------------------------------------------------- */
 
+/* True on a server that cannot take writes: a standby, or one made read-only. */
+#define READ_ONLY_SQL "(pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on')"
+
+/*
+ * After a failed cycle: is the connection still on a writable server? A primary that is
+ * demoted or made read-only keeps its connections open, and every cycle would fail there;
+ * dropping it makes the next connection look for the writable host (target_session_attrs).
+ */
+static int conn_writable(struct anchor *a)
+{
+    PGresult *res = PQexec(a->conn, "SELECT " READ_ONLY_SQL);
+    int ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+             strcmp(PQgetvalue(res, 0, 0), "f") == 0;
+    PQclear(res);
+    if (!ok)
+        log_warn("PostgreSQL server is read-only or not answering: connecting again");
+    return ok;
+}
+
 static void lead_try(struct anchor *a)
 {
     char err[512];
     if (conn_ensure(a) != 0)
         return;
-    PGresult *res = q(a, "SELECT pg_try_advisory_lock(" ANCHOR_LEADER_KEY ")", 0, NULL,
-                      PGRES_TUPLES_OK, err, sizeof(err));
+    /* A server that turned read-only (demoted, fenced) is no place to lead: NULL, reconnect. */
+    PGresult *res = q(a,
+                      "SELECT CASE WHEN " READ_ONLY_SQL " THEN NULL"
+                      " ELSE pg_try_advisory_lock(" ANCHOR_LEADER_KEY ") END",
+                      0, NULL, PGRES_TUPLES_OK, err, sizeof(err));
     if (res == NULL) {
         log_warn("cannot ask for the leader lock: %s", err);
+        conn_drop(a);
+        return;
+    }
+    if (PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        log_warn("PostgreSQL server is read-only: connecting again to find the writable one");
         conn_drop(a);
         return;
     }
@@ -653,6 +681,8 @@ static void *anchor_main(void *arg)
             /* Any transaction left open by a failure is closed before the next cycle. */
             if (PQtransactionStatus(a->conn) != PQTRANS_IDLE)
                 PQclear(PQexec(a->conn, "ROLLBACK"));
+            if (!conn_writable(a))
+                conn_drop(a);
         }
     }
     conn_drop(a);

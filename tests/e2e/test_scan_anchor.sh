@@ -65,15 +65,6 @@ covered() {
   [ "$(osql "SELECT count(*) FROM log_entries e JOIN anchors a ON a.state = 'confirmed'
                AND a.checkpoint_size > e.leaf_index WHERE e.tag_id = '$1' AND e.kind = 'tag'")" -gt 0 ]
 }
-wait_for() { # SECONDS COMMAND...
-  local secs=$1
-  shift
-  for _ in $(seq 1 $((secs * 5))); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  return 1
-}
 # anchored_as TAG SOURCE — the body says anchored, from SOURCE, with the database's numbers.
 anchored_as() {
   local want
