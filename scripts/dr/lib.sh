@@ -80,15 +80,7 @@ dr_redis_master_port() {
 }
 
 # dr_wait SECONDS COMMAND... — until the command succeeds; 1 when it never did.
-dr_wait() {
-  local secs=$1
-  shift
-  for _ in $(seq 1 $((secs * 5))); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  return 1
-}
+dr_wait() { stack_wait "$@"; }
 
 # The standby (node $standby) streams from the primary, as both of them see it.
 dr_standby_streaming() {

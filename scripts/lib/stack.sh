@@ -82,6 +82,17 @@ stack_stop_pid() {
   rm -f "$f"
 }
 
+# stack_wait SECONDS COMMAND... — until the command succeeds (every 0.2 s); 1 if it never does.
+stack_wait() {
+  local secs=$1
+  shift
+  for _ in $(seq 1 $((secs * 5))); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
 # stack_wait_http URL SECONDS — until the URL answers 2xx.
 stack_wait_http() {
   local url=$1 secs=${2:-30}

@@ -36,16 +36,8 @@ check() {
   if "$@" >/dev/null; then ok "$what"; else not_ok "$what"; fi
 }
 
-# wait_for SECONDS COMMAND... — until the command succeeds (every 0.2 s); 1 if it never does.
-wait_for() {
-  local secs=$1
-  shift
-  for _ in $(seq 1 $((secs * 5))); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  return 1
-}
+# wait_for SECONDS COMMAND... — until the command succeeds; 1 if it never does.
+wait_for() { stack_wait "$@"; }
 
 # The environment every program gets: the test stack, and free ports for the listeners.
 e2e_env() {
