@@ -517,7 +517,7 @@ static void on_described(void *arg, const struct pg_result_info *r)
         return;
     }
     /* The cache holds compact JSON, as the scan service writes it. */
-    info = json_loads(PQgetvalue(r->res, 0, 2), 0, NULL);
+    info = json_loads(PQgetvalue(r->res, 0, 3), 0, NULL);
     l->info = info != NULL ? json_dumps(info, JSON_COMPACT) : NULL;
     json_decref(info);
 }
@@ -575,21 +575,25 @@ static void on_begun(void *arg, struct db_txn *t, const struct pg_result_info *f
     }
     l->txn = t;
     snprintf(timeout, sizeof(timeout), "%dms", l->stmt_ms);
-    const char *v[] = {timeout, l->batch_id};
+    const char *v[] = {timeout, l->batch_id, l->upload_id};
     /*
-     * Sent together; each waits for the one before. The batch row is locked against deletion
-     * (as a foreign key check would), and described once for the cache.
+     * Sent together; each waits for the one before. The upload's liveness lock is taken (held
+     * until the transaction ends, see LOADER_DEAD_SQL); the batch row is locked against
+     * deletion (as a foreign key check would), and described once for the cache.
      */
     if (txn_query(l, 0, on_described,
                   "SELECT set_config('statement_timeout', $1, true), set_config('work_mem', "
-                  "'128MB', true),"
-                  " json_build_object('product', json_build_object('id', p.id, 'sku', p.sku,"
-                  "  'name', p.name), 'batch', json_build_object('id', b.id, 'code', b.code),"
-                  "  'factory', json_build_object('id', f.id, 'name', f.name))"
-                  " FROM batches b JOIN products p ON p.id = b.product_id"
-                  " JOIN factories f ON f.id = b.factory_id"
-                  " WHERE b.id = $2 FOR KEY SHARE OF b",
-                  2, v) != 0 ||
+                  "'128MB', true), " LOADER_LOCK_SQL(
+                      "$3::text") ","
+                                  " json_build_object('product', json_build_object('id', p.id, "
+                                  "'sku', p.sku,"
+                                  "  'name', p.name), 'batch', json_build_object('id', b.id, "
+                                  "'code', b.code),"
+                                  "  'factory', json_build_object('id', f.id, 'name', f.name))"
+                                  " FROM batches b JOIN products p ON p.id = b.product_id"
+                                  " JOIN factories f ON f.id = b.factory_id"
+                                  " WHERE b.id = $2 FOR KEY SHARE OF b",
+                  3, v) != 0 ||
         txn_query(l, 0, on_setup_step,
                   "CREATE TEMPORARY TABLE upload_staging"
                   " (line bigint NOT NULL, tag uuid NOT NULL, serial text)",
@@ -818,8 +822,8 @@ static void on_completed(void *arg, const struct pg_result_info *r)
         return;
     }
     if (strcmp(PQcmdTuples((PGresult *)r->res), "1") != 0) {
-        /* Someone took the upload for dead (its heartbeat stopped for minutes): it stays
-         * failed, and its tags go with this transaction. */
+        /* Someone took the upload for dead (its heartbeat stopped for minutes while this
+         * transaction held its lock): it stays failed, and its tags go with this transaction. */
         log_warn("upload %s: marked interrupted while it ran; rolled back", l->upload_id);
         finish(l);
         return;

@@ -36,6 +36,23 @@ struct loader;
  */
 #define LOADER_STALE_S 120
 #define LOADER_STALE_SQL "interval '120 seconds'"
+/*
+ * Liveness without waiting for the heartbeat: the upload's own transaction holds an advisory
+ * lock named by the upload id (LOADER_LOCK_SQL, its first statement after BEGIN) until it
+ * ends. A crash, a lost connection or a failover ends the transaction and frees the lock at
+ * once, so an upload whose lock is free and whose heartbeat is LOADER_GRACE_SQL old (the
+ * moment between the row's insert and the lock) is dead too. The test takes the lock shared
+ * for the reader's own transaction, which a live upload's exclusive hold refuses; it is the
+ * last term, so only uploads that are processing and quiet are asked.
+ */
+#define LOADER_LOCK_CLASS "1953525868" /* "tpul" */
+#define LOADER_GRACE_SQL "interval '5 seconds'"
+#define LOADER_LOCK_SQL(id) "pg_advisory_xact_lock(" LOADER_LOCK_CLASS ", hashtext(" id "))"
+/* True for an upload row (alias t) left by a transaction that is gone. */
+#define LOADER_DEAD_SQL(t)                                                                         \
+    "(" t ".status = 'processing' AND (" t ".updated_at < now() - " LOADER_STALE_SQL " OR (" t     \
+    ".updated_at < now() - " LOADER_GRACE_SQL                                                      \
+    " AND pg_try_advisory_xact_lock_shared(" LOADER_LOCK_CLASS ", hashtext(" t ".id::text)))))"
 /* The errors an interrupted upload reports (a jsonb literal). */
 #define LOADER_INTERRUPTED_JSON                                                                    \
     "'[{\"line\": null, \"code\": \"interrupted\", \"message\": \"the upload stopped before it "   \

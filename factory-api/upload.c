@@ -273,20 +273,23 @@ static void upload_compare(struct upload_req *u)
 /*
  * One statement: the batch as the caller sees it, the upload that already holds the key (if
  * any), and, on the way, this factory's uploads whose process died under them are marked
- * interrupted (their heartbeat stopped LOADER_STALE_S ago).
+ * interrupted (LOADER_DEAD_SQL: their transaction is gone, or their heartbeat stopped).
  */
 #define PREPARE_SQL                                                                                \
     "WITH b AS (SELECT id, factory_id, product_id, revoked_at IS NOT NULL AS revoked"              \
     "  FROM batches WHERE id = $1),"                                                               \
     " reap AS (UPDATE uploads t SET status = 'failed',"                                            \
     "  errors = " LOADER_INTERRUPTED_JSON "::jsonb, finished_at = now(), updated_at = now()"       \
-    "  WHERE t.factory_id = (SELECT factory_id FROM b) AND t.status = 'processing'"                \
-    "  AND t.updated_at < now() - " LOADER_STALE_SQL ")"                                           \
-    " SELECT b.factory_id, b.product_id, b.revoked, p.id,"                                         \
-    "  coalesce(p.status = 'processing' AND p.updated_at >= now() - " LOADER_STALE_SQL ", false)," \
-    "  p.body_sha256 IS NOT NULL, coalesce(p.batch_id = b.id AND p.mode = $3, false),"             \
-    "  encode(p.body_sha256, 'hex')"                                                               \
-    " FROM b LEFT JOIN uploads p ON p.factory_id = b.factory_id AND p.idempotency_key = $2"
+    "  WHERE t.factory_id = (SELECT factory_id FROM b) AND " LOADER_DEAD_SQL(                      \
+        "t") ")"                                                                                   \
+             " SELECT b.factory_id, b.product_id, b.revoked, p.id,"                                \
+             "  coalesce(p.status = 'processing' AND NOT " LOADER_DEAD_SQL(                        \
+                 "p") ", false),"                                                                  \
+                      "  p.body_sha256 IS NOT NULL, coalesce(p.batch_id = b.id AND p.mode = $3, "  \
+                      "false),"                                                                    \
+                      "  encode(p.body_sha256, 'hex')"                                             \
+                      " FROM b LEFT JOIN uploads p ON p.factory_id = b.factory_id AND "            \
+                      "p.idempotency_key = $2"
 
 static void on_prepared(void *arg, const struct pg_result_info *r)
 {
@@ -447,11 +450,10 @@ static void upload_get(struct http_req *req, const struct principal *p)
     api_query_json(req, p, 200, "no such upload",
                    "WITH r AS (UPDATE uploads t SET status = 'failed',"
                    "  errors = " LOADER_INTERRUPTED_JSON "::jsonb, finished_at = now(),"
-                   "  updated_at = now() WHERE t.id = $1 AND t.status = 'processing'"
-                   "  AND t.updated_at < now() - " LOADER_STALE_SQL " RETURNING " LOADER_UPLOAD_JSON
-                   " AS j)"
-                   " SELECT coalesce((SELECT j FROM r),"
-                   "  (SELECT " LOADER_UPLOAD_JSON " FROM uploads t WHERE t.id = $1))",
+                   "  updated_at = now() WHERE t.id = $1 AND " LOADER_DEAD_SQL(
+                       "t") " RETURNING " LOADER_UPLOAD_JSON " AS j)"
+                            " SELECT coalesce((SELECT j FROM r),"
+                            "  (SELECT " LOADER_UPLOAD_JSON " FROM uploads t WHERE t.id = $1))",
                    1, v);
 }
 

@@ -142,6 +142,7 @@ def build(a):
                     "failed": by_outcome.get("failed", 0),
                     "unresolved": by_outcome.get("unresolved", 0)},
         "replication_at_kill": meta.get("replication_at_kill"),
+        "standby_behind_seconds": meta.get("standby_behind_seconds", 0),
         "preconditions": meta.get("preconditions"),
         "services_restarted": meta.get("services_restarted"),
         "anchor_leader_after": meta.get("anchor_leader_after"),
@@ -188,8 +189,8 @@ def markdown(r):
     u = r["uploads"]
     L.append(f"- Uploads: {u['completed']} completed, {u['failed']} failed visibly, "
              f"{u['unresolved']} with an unknown outcome at the end (still `processing`: their "
-             f"transaction died with the old primary; they read `failed`/`interrupted` two "
-             f"minutes after their last heartbeat and can be sent again with the same "
+             f"transaction died with the old primary; they read `failed`/`interrupted` "
+             f"seconds after their last heartbeat and can be sent again with the same "
              f"Idempotency-Key)")
     q = r["requests"]
     L.append(f"- Scans: {q['scans']} ({q['scans_failed']} failed; {q['scans_degraded']} cached "
@@ -199,6 +200,10 @@ def markdown(r):
         L.append(f"- Replication at the kill: {rep.get('lag_bytes')} bytes not yet flushed by "
                  f"the standby, replay lag {rep.get('replay_lag_s')} s "
                  f"(sync_state {rep.get('sync_state')})")
+    if r.get("standby_behind_seconds"):
+        L.append(f"- Injected before the kill: the standby was paused for "
+                 f"{r['standby_behind_seconds']} s under load (`--standby-behind`), so it was "
+                 f"behind at the kill")
     if r.get("anchor_leader_after") is not None:
         L.append(f"- Anchor leader after the failover: "
                  f"{'yes' if r['anchor_leader_after'] else 'NO'}")

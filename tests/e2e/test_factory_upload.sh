@@ -297,6 +297,8 @@ check "while the body arrives, a viewer reads the upload processing" jq -e '.sta
 check "…with its progress so far ($(jq -c '[.rows_total, .rows_accepted, .rows_rejected]' "$work/body"))" jq -e '.rows_total > 1000 and .rows_total < 20000 and .rows_accepted == .rows_total and .rows_rejected == 0' "$work/body"
 upload "$K_a" "$B_a" "$work/slow.csv" -H "Idempotency-Key: $key"
 check "the same key while it runs answers 409 (got $status)" test "$status" = 409
+check "…its transaction holds the upload's liveness lock" \
+  test "$(sql "SELECT pg_try_advisory_xact_lock_shared(1953525868, hashtext('$sid'))")" = f
 touch "$work/slow.csv.go"
 wait "$slow_pid"
 check "the slow client gets 202 at the end of its body" grep -q '^HTTP/1.1 202' "$work/slow.out"
@@ -332,6 +334,14 @@ check "an upload whose heartbeat stopped reads as failed (interrupted)" jq -e '.
 check "…and is recorded so" test "$(sql "SELECT status FROM uploads WHERE id = '$dead'")" = failed
 run_upload "$K_a" "$B_a" "$work/b.csv" -H "Idempotency-Key: dead-$dead"
 check "…and its key may be used again" test "$up_code/$([ "$up_id" != "$dead" ] && echo new)" = 202/new
+# A transaction that died with its connection (a crash, a failover) frees the upload's lock at
+# once: its heartbeat need only be a few seconds old, not two minutes.
+dead=$(uuid)
+sql "INSERT INTO uploads (id, factory_id, batch_id, status, idempotency_key, updated_at)
+     VALUES ('$dead', '$F_a', '$B_a', 'processing', 'dead-$dead', now() - interval '10 seconds')"
+run_upload "$K_a" "$B_a" "$work/b.csv" -H "Idempotency-Key: dead-$dead"
+check "an upload whose transaction is gone gives its key back after seconds" test "$up_code/$([ "$up_id" != "$dead" ] && echo new)" = 202/new
+check "…recorded as interrupted" test "$(sql "SELECT status || '/' || (errors->0->>'code') FROM uploads WHERE id = '$dead'")" = failed/interrupted
 
 # --- integrity without per-row foreign keys (migrations/0003) ---------------------------------
 # sql_state SQL — the SQLSTATE the statement fails with, as the schema owner ("ok" if none).
