@@ -250,8 +250,10 @@ static int push_page(struct cachesync *s, PGconn *conn, int64_t *mark, int *more
     int64_t next = strtoll(PQgetvalue(res, rows - 1, 0), NULL, 10) + 1;
     for (int i = 0; i < rows && !s->failed; i += SYNC_KEYS)
         push_keys(s, res, i, i + SYNC_KEYS < rows ? i + SYNC_KEYS : rows);
-    send_marker(s, next); /* after the page on the same connection: in step with it */
     PQclear(res);
+    if (settle(s) != 0)
+        return -1;
+    send_marker(s, next); /* once Redis holds the whole page: never ahead of its entries */
     if (settle(s) != 0)
         return -1;
     *pushed += rows;

@@ -522,6 +522,22 @@ static void on_described(void *arg, const struct pg_result_info *r)
     json_decref(info);
 }
 
+/*
+ * The row is still processing now that this transaction holds the upload's lock: a reader
+ * that found the lock free before (the upload's start took longer than LOADER_GRACE_SQL) may
+ * have marked it interrupted, and then the upload stops here, visibly, instead of importing a
+ * whole body into a transaction that cannot complete.
+ */
+static void on_still_ours(void *arg, const struct pg_result_info *r)
+{
+    if (r->status == PG_OK && PQntuples(r->res) != 1)
+        on_setup_step(arg, &(struct pg_result_info){
+                               .status = PG_ERR_QUERY,
+                               .message = "the upload was taken for dead before it started"});
+    else
+        on_setup_step(arg, r);
+}
+
 static void start_failed(struct loader *l)
 {
     /* The owner hears started(0) instead of an answer; the row still records the failure. */
@@ -563,37 +579,30 @@ static int copy_start(struct loader *l)
     return 0;
 }
 
-static void on_begun(void *arg, struct db_txn *t, const struct pg_result_info *failure)
+/* The statements that open the upload, sent together; each waits for the one before. */
+static void setup_send(struct loader *l)
 {
-    struct loader *l = arg;
     char timeout[24];
-    if (t == NULL) {
-        log_warn("upload %s: no transaction: %s", l->upload_id,
-                 failure != NULL && failure->message != NULL ? failure->message : "?");
-        start_failed(l);
-        return;
-    }
-    l->txn = t;
     snprintf(timeout, sizeof(timeout), "%dms", l->stmt_ms);
     const char *v[] = {timeout, l->batch_id, l->upload_id};
     /*
-     * Sent together; each waits for the one before. The upload's liveness lock is taken (held
-     * until the transaction ends, see LOADER_DEAD_SQL); the batch row is locked against
-     * deletion (as a foreign key check would), and described once for the cache.
+     * The upload's liveness lock is taken (held until the transaction ends, see
+     * LOADER_DEAD_SQL) and the row checked to be still processing under it; the batch row is
+     * locked against deletion (as a foreign key check would), and described once for the cache.
      */
-    if (txn_query(l, 0, on_described,
-                  "SELECT set_config('statement_timeout', $1, true), set_config('work_mem', "
-                  "'128MB', true), " LOADER_LOCK_SQL(
-                      "$3::text") ","
-                                  " json_build_object('product', json_build_object('id', p.id, "
-                                  "'sku', p.sku,"
-                                  "  'name', p.name), 'batch', json_build_object('id', b.id, "
-                                  "'code', b.code),"
-                                  "  'factory', json_build_object('id', f.id, 'name', f.name))"
-                                  " FROM batches b JOIN products p ON p.id = b.product_id"
-                                  " JOIN factories f ON f.id = b.factory_id"
-                                  " WHERE b.id = $2 FOR KEY SHARE OF b",
-                  3, v) != 0 ||
+    static const char describe[] =
+        "SELECT set_config('statement_timeout', $1, true),"
+        " set_config('work_mem', '128MB', true), " LOADER_LOCK_SQL(
+            "$3::text") ","
+                        " json_build_object('product', json_build_object('id', p.id, 'sku', p.sku,"
+                        "  'name', p.name), 'batch', json_build_object('id', b.id, 'code', b.code),"
+                        "  'factory', json_build_object('id', f.id, 'name', f.name))"
+                        " FROM batches b JOIN products p ON p.id = b.product_id"
+                        " JOIN factories f ON f.id = b.factory_id"
+                        " WHERE b.id = $2 FOR KEY SHARE OF b";
+    if (txn_query(l, 0, on_described, describe, 3, v) != 0 ||
+        txn_query(l, 0, on_still_ours,
+                  "SELECT 1 FROM uploads WHERE id = $1 AND status = 'processing'", 1, v + 2) != 0 ||
         txn_query(l, 0, on_setup_step,
                   "CREATE TEMPORARY TABLE upload_staging"
                   " (line bigint NOT NULL, tag uuid NOT NULL, serial text)",
@@ -602,6 +611,42 @@ static void on_begun(void *arg, struct db_txn *t, const struct pg_result_info *f
         log_warn("upload %s: cannot send its setup", l->upload_id);
         start_failed(l);
     }
+}
+
+static void on_start_delayed(evutil_socket_t fd, short what, void *arg)
+{
+    struct loader *l = arg;
+    (void)fd;
+    (void)what;
+    if (l->phase != PH_DONE && l->txn != NULL)
+        setup_send(l);
+    loader_unref(l);
+}
+
+static void on_begun(void *arg, struct db_txn *t, const struct pg_result_info *failure)
+{
+    struct loader *l = arg;
+    if (t == NULL) {
+        log_warn("upload %s: no transaction: %s", l->upload_id,
+                 failure != NULL && failure->message != NULL ? failure->message : "?");
+        start_failed(l);
+        return;
+    }
+    l->txn = t;
+    /*
+     * Tests only (TAGPROOF_TEST_UPLOAD_START_DELAY_MS): a start slower than the liveness
+     * grace, as a saturated pool or a failing-over database can make it.
+     */
+    const char *delay = getenv("TAGPROOF_TEST_UPLOAD_START_DELAY_MS");
+    long ms = delay != NULL ? strtol(delay, NULL, 10) : 0;
+    if (ms > 0) {
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        l->refs++;
+        if (event_base_once(l->w->base, -1, EV_TIMEOUT, on_start_delayed, l, &tv) == 0)
+            return;
+        l->refs--;
+    }
+    setup_send(l);
 }
 
 struct loader *loader_start(const struct loader_params *p, const struct loader_events *ev,

@@ -13,8 +13,8 @@
 /* The key holding the newest confirmed anchor: "<checkpoint size> <ledger reference>". */
 #define SCANCACHE_ANCHOR_KEY "tp:anchor"
 /*
- * The leaves tagproof-anchor has pushed, as Redis itself has them: written after each page in
- * the same pipeline, so a snapshot or a promoted replica holds a marker in step with its
+ * The leaves tagproof-anchor has pushed, as Redis itself has them: written once Redis has
+ * acknowledged each page, so a snapshot or a promoted replica never holds a marker ahead of its
  * entries. One lower than PostgreSQL's watermark means Redis came back older: push again.
  */
 #define SCANCACHE_PUSHED_KEY "tp:anchor:pushed"

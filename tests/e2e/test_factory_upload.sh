@@ -343,6 +343,28 @@ run_upload "$K_a" "$B_a" "$work/b.csv" -H "Idempotency-Key: dead-$dead"
 check "an upload whose transaction is gone gives its key back after seconds" test "$up_code/$([ "$up_id" != "$dead" ] && echo new)" = 202/new
 check "…recorded as interrupted" test "$(sql "SELECT status || '/' || (errors->0->>'code') FROM uploads WHERE id = '$dead'")" = failed/interrupted
 
+# A start slower than the liveness grace (a saturated pool, a failing-over database: here a test
+# delay between the upload's BEGIN and its lock): a reader meanwhile takes it for dead, and the
+# upload then stops at once, visibly, instead of importing into a transaction that cannot end.
+csv_of 100 "$work/slowstart.csv"
+key=slowstart-$(uuid)
+TAGPROOF_FACTORY_LISTEN=127.0.0.1:$(stack_free_port) TAGPROOF_TEST_UPLOAD_START_DELAY_MS=7000 \
+  factory_start factory-slowstart
+ss_url=$last_url ss_pid=$last_pid
+curl -s -o "$work/ss.body" -w '%{http_code}' -H "X-Api-Key: $K_a" -H 'Content-Type: text/csv' \
+  -H "Idempotency-Key: $key" --data-binary "@$work/slowstart.csv" "$ss_url/v1/batches/$B_a/tags" >"$work/ss.code" &
+ss_curl=$!
+sleep 6
+ss_id=$(sql "SELECT id FROM uploads WHERE idempotency_key = '$key'")
+api GET "/v1/uploads/$ss_id" -H "X-Api-Key: $K_a"
+check "an upload whose start outlasts the grace, its lock not yet taken, reads as interrupted" jq -e '.status == "failed" and .errors[0].code == "interrupted"' "$work/body"
+wait "$ss_curl"
+check "…and the upload then stops visibly instead of importing ($(cat "$work/ss.code"))" \
+  bash -c "[ \"\$(cat '$work/ss.code')\" = 503 ] || jq -e '.status == \"failed\"' '$work/ss.body'"
+check "…said in its log" grep -q 'taken for dead before it started' "$work/factory-slowstart.log"
+check "…nothing imported" test "$(tags_of_upload "$ss_id")" = 0
+e2e_stop factory-slowstart "$ss_pid"
+
 # --- integrity without per-row foreign keys (migrations/0003) ---------------------------------
 # sql_state SQL — the SQLSTATE the statement fails with, as the schema owner ("ok" if none).
 sql_state() {
