@@ -5,6 +5,7 @@
  * reaches an answer.
  */
 #include "answer.h"
+#include "utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,43 +17,6 @@ struct cursor {
     const char *s, *end;
     int depth;
 };
-
-/*
- * The length of the well-formed UTF-8 character at s (avail bytes left), or 0: no overlong
- * forms, no surrogates, nothing above U+10FFFF (RFC 3629).
- */
-static size_t utf8_len(const unsigned char *s, size_t avail)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1fu;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0fu;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07u;
-    } else {
-        return 0;
-    }
-    if (avail < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3fu);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
 
 static void skip_ws(struct cursor *c)
 {
@@ -122,7 +86,7 @@ static int check_string(struct cursor *c, const char **body, size_t *len, int *e
             }
             continue;
         }
-        size_t n = utf8_len((const unsigned char *)c->s, (size_t)(c->end - c->s));
+        size_t n = utf8_char_len(c->s, (size_t)(c->end - c->s));
         if (n == 0)
             return -1;
         c->s += n;
@@ -381,7 +345,7 @@ static void json_string_to(put_fn emit, void *o, const char *s)
             break;
         unsigned char ch = p[i];
         if (ch >= 0x80) {
-            size_t k = utf8_len(p + i, n - i);
+            size_t k = utf8_char_len(p + i, n - i);
             if (k == 0) {
                 SINK_LIT(o, "\\ufffd");
                 i++;

@@ -4,6 +4,7 @@
  * else in the stream (an older or newer writer, a hand-made XADD) is refused field by field.
  */
 #include "events.h"
+#include "utf8.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -64,43 +65,6 @@ const char *events_verdict(const char *s, size_t len)
 static const char *events_source(const char *s, size_t len)
 {
     return static_match(sources, sizeof(sources) / sizeof(sources[0]), s, len);
-}
-
-/*
- * The length of the well-formed UTF-8 character at s (at most avail bytes), or 0: no overlong
- * forms, no surrogates, nothing above U+10FFFF (RFC 3629), which is what PostgreSQL accepts.
- */
-static size_t utf8_char_len(const unsigned char *s, size_t avail)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (avail < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
 }
 
 static bool is_control(unsigned char c)

@@ -5,11 +5,13 @@
  * or not, and a Content-Security-Policy meta tag forbids loading anything even if that changed.
  */
 #include "page.h"
+#include "utf8.h"
 
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 
 enum page_state {
     PAGE_AUTHENTIC,
@@ -51,38 +53,6 @@ static void buf_add(struct page_buf *b, const char *s, size_t n)
 static void buf_puts(struct page_buf *b, const char *s)
 {
     buf_add(b, s, strlen(s));
-}
-
-/* The length of the well-formed UTF-8 sequence at p (Unicode table 3-7), or 0. */
-static size_t utf8_len(const unsigned char *p)
-{
-    unsigned char c = p[0];
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF)
-        n = 3;
-    else if (c >= 0xF0 && c <= 0xF4)
-        n = 4;
-    else
-        return 0;
-    /* The second byte's range excludes overlong forms, surrogates and code points > U+10FFFF. */
-    if (c == 0xE0)
-        lo = 0xA0;
-    else if (c == 0xED)
-        hi = 0x9F;
-    else if (c == 0xF0)
-        lo = 0x90;
-    else if (c == 0xF4)
-        hi = 0x8F;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    /* A NUL terminator is never a continuation byte, so this stops at the end of the string. */
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return n;
 }
 
 /*
@@ -130,7 +100,7 @@ static void page_escape(struct page_buf *b, const char *s)
             p++;
             continue;
         }
-        size_t n = utf8_len(p);
+        size_t n = utf8_char_len(p, SIZE_MAX);
         /* U+0080..U+009F (C2 80..C2 9F) are control characters too. */
         if (n == 0 || (c == 0xC2 && p[1] < 0xA0)) {
             buf_puts(b, replacement);

@@ -4,6 +4,7 @@
  * afterwards, so no lock is needed around them.
  */
 #include "log.h"
+#include "utf8.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <stdint.h>
 
 static char log_service[64] = "tagproof";
 static enum log_level log_min = LOG_INFO;
@@ -238,35 +240,6 @@ static void line_put(struct line *l, const char *s, size_t n)
 
 #define LINE_LIT(l, lit) line_put((l), (lit), sizeof(lit) - 1)
 
-/* The length of the well-formed UTF-8 character at s (NUL-terminated), or 0. */
-static size_t utf8_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1fu;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0fu;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07u;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) /* also stops at the NUL */
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3fu);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 /* A JSON string, escaped as jansson escapes; bytes that are not UTF-8 become U+FFFD. */
 static void line_string(struct line *l, const char *s)
 {
@@ -281,7 +254,7 @@ static void line_string(struct line *l, const char *s)
         if (*p == '\0')
             break;
         if (*p >= 0x80) {
-            size_t n = utf8_len(p);
+            size_t n = utf8_char_len(p, SIZE_MAX);
             if (n == 0) {
                 LINE_LIT(l, "\\ufffd");
                 p++;

@@ -1,6 +1,7 @@
 # The modules of libtagproof, each shared/<name>.c with its header, and what it depends on.
 tp_module(uuid)
-tp_module(log LIBS PkgConfig::JANSSON)
+tp_module(utf8)
+tp_module(log DEPS utf8 LIBS PkgConfig::JANSSON)
 tp_module(metrics)
 tp_module(config)
 tp_module(breaker)
