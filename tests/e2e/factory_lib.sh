@@ -11,7 +11,9 @@
 #
 #   api_direct METHOD PATH ... as api, straight to the service (see below)
 #   as KEY METHOD PATH [JSON]  api with X-Api-Key: KEY (and JSON as an application/json body)
-#   private_stack NAME         a database NAME and a Redis of the test's own (before e2e_env):
+#   private_stack NAME [REDIS ARGS...]
+#                              a database NAME and a Redis of the test's own (before e2e_env;
+#                              the Redis without an append-only file unless ARGS say otherwise):
 #                              TAGPROOF_TEST_PG_URL, ..._OWNER_URL and ..._REDIS_URL point at
 #                              them, $redis_port and $redis_dir name the Redis; both go at exit
 #   upload_tags FILE N KEY BATCH  N fresh tags as a CSV in FILE, through `tagproof upload`
@@ -128,11 +130,12 @@ as() { # KEY METHOD PATH [JSON]
   fi
 }
 
-# private_stack NAME — for tests that run tagproof-anchor (one Merkle log a database, and the
-# anchor writes that log's state into its Redis) or stop their stores.
+# private_stack NAME [REDIS ARGS...] — for tests that run tagproof-anchor (one Merkle log a
+# database, and the anchor writes that log's state into its Redis) or stop their stores.
 private_stack() {
   : "${TAGPROOF_TEST_PG_DIR:?run the end-to-end tests through scripts/test}"
   private_db=$1
+  shift
   redis_dir="$work/redis"
   trap private_stack_cleanup EXIT
   local owner_user
@@ -142,7 +145,8 @@ private_stack() {
   export TAGPROOF_TEST_PG_URL="${TAGPROOF_TEST_PG_URL%/*}/$private_db"
   TAGPROOF_PG_MIGRATE_URL=$TAGPROOF_TEST_PG_OWNER_URL "$bin/tagproof" migrate >/dev/null
   redis_port=$(stack_free_port)
-  stack_redis_start "$redis_dir" "$redis_port" --appendonly no
+  [ $# -gt 0 ] || set -- --appendonly no
+  stack_redis_start "$redis_dir" "$redis_port" "$@"
   export TAGPROOF_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 }
 private_su_psql() {

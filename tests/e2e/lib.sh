@@ -39,6 +39,21 @@ check() {
 # wait_for SECONDS COMMAND... — until the command succeeds; 1 if it never does.
 wait_for() { stack_wait "$@"; }
 
+# ganache_install — ganache 7.9.2, pinned in tests/ganache, installed there once (tests running
+# side by side wait for one another's npm ci); its command line in $ganache_cli. A test that
+# cannot have it fails with a not-ok line.
+ganache_install() {
+  local dir=$stack_root/tests/ganache
+  command -v node >/dev/null && command -v npm >/dev/null || {
+    echo "not ok - node and npm are needed (scripts/deps installs them)"
+    exit 1
+  }
+  flock "$dir/package.json" bash -c \
+    "test -f '$dir/node_modules/ganache/package.json' || (cd '$dir' && npm ci --no-audit --no-fund --loglevel=error >&2)" ||
+    { echo "not ok - npm ci in tests/ganache failed"; exit 1; }
+  ganache_cli=$dir/node_modules/ganache/dist/node/cli.js
+}
+
 # The environment every program gets: the test stack, and free ports for the listeners.
 e2e_env() {
   export TAGPROOF_PG_URL=$TAGPROOF_TEST_PG_URL

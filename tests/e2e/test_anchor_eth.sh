@@ -8,20 +8,11 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/anchor_lib.sh"
 e2e_env
-ganache_dir=$stack_root/tests/ganache
 account=0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1 # the first --wallet.deterministic account
-
-command -v node >/dev/null && command -v npm >/dev/null || {
-  echo "not ok - node and npm are needed (scripts/deps installs them)"
-  exit 1
-}
-# npm ci once (tests may run side by side: one installs, the others wait for it).
-flock "$ganache_dir/package.json" bash -c \
-  "test -f '$ganache_dir/node_modules/ganache/package.json' || (cd '$ganache_dir' && npm ci --no-audit --no-fund --loglevel=error >&2)" ||
-  { echo "not ok - npm ci in tests/ganache failed"; exit 1; }
+ganache_install
 
 chain_port=$(stack_free_port)
-node "$ganache_dir/node_modules/ganache/dist/node/cli.js" --wallet.deterministic \
+node "$ganache_cli" --wallet.deterministic \
   --server.host 127.0.0.1 --server.port "$chain_port" --logging.quiet >"$work/ganache.log" 2>&1 &
 chain_pid=$!
 pids+=("$chain_pid")

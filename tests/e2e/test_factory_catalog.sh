@@ -12,30 +12,8 @@
 . "$(dirname "$0")/factory_lib.sh"
 
 : "${TAGPROOF_TEST_PG_DIR:?run the end-to-end tests through scripts/test}"
-db="catalog_e2e_$$_$RANDOM"
-redis_dir="$work/redis"
-su_psql() {
-  PGCLUSTER_DB=${1:-postgres} "$stack_root/scripts/lib/pgcluster" psql \
-    "$TAGPROOF_TEST_PG_DIR" "$TAGPROOF_TEST_PG_PORT" >/dev/null
-}
-catalog_cleanup() {
-  if [ -z "${E2E_KEEP:-}" ]; then
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    stack_redis_stop "$redis_dir"
-    echo "DROP DATABASE IF EXISTS $db WITH (FORCE)" | su_psql || true
-  fi
-  e2e_cleanup
-}
-trap catalog_cleanup EXIT
-
-owner_user=$(sed -E 's#^[a-z]+://([^:@]+).*#\1#' <<<"$TAGPROOF_TEST_PG_OWNER_URL")
-echo "CREATE DATABASE $db OWNER $owner_user" | su_psql
-export TAGPROOF_TEST_PG_OWNER_URL="${TAGPROOF_TEST_PG_OWNER_URL%/*}/$db"
-export TAGPROOF_TEST_PG_URL="${TAGPROOF_TEST_PG_URL%/*}/$db"
-TAGPROOF_PG_MIGRATE_URL=$TAGPROOF_TEST_PG_OWNER_URL "$bin/tagproof" migrate >/dev/null
-redis_port=$(stack_free_port)
-stack_redis_start "$redis_dir" "$redis_port" # append-only file on: its data outlive a restart
-export TAGPROOF_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+# Its Redis keeps an append-only file: its data outlive the restart below.
+private_stack "catalog_e2e_$$_$RANDOM" --appendonly yes
 
 e2e_env
 export TAGPROOF_REDIS_TIMEOUT_MS=2000 TAGPROOF_PG_TIMEOUT_MS=5000

@@ -12,47 +12,17 @@
 . "$(dirname "$0")/factory_lib.sh"
 
 : "${TAGPROOF_TEST_PG_DIR:?run the end-to-end tests through scripts/test}"
-ganache_dir=$stack_root/tests/ganache
-command -v node >/dev/null && command -v npm >/dev/null || {
-  echo "not ok - node and npm are needed (scripts/deps installs them)"
-  exit 1
-}
-flock "$ganache_dir/package.json" bash -c \
-  "test -f '$ganache_dir/node_modules/ganache/package.json' || (cd '$ganache_dir' && npm ci --no-audit --no-fund --loglevel=error >&2)" ||
-  { echo "not ok - npm ci in tests/ganache failed"; exit 1; }
+ganache_install
 verifier=$stack_root/tests/verifier
 mklog=$bin/../tests/tagproof-mklog
-db="proofs_eth_e2e_$$_$RANDOM"
-redis_dir="$work/redis"
-su_psql() {
-  PGCLUSTER_DB=${1:-postgres} "$stack_root/scripts/lib/pgcluster" psql \
-    "$TAGPROOF_TEST_PG_DIR" "$TAGPROOF_TEST_PG_PORT" >/dev/null
-}
-eth_cleanup() {
-  if [ -z "${E2E_KEEP:-}" ]; then
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    stack_redis_stop "$redis_dir"
-    echo "DROP DATABASE IF EXISTS $db WITH (FORCE)" | su_psql || true
-  fi
-  e2e_cleanup
-}
-trap eth_cleanup EXIT
-
-owner_user=$(sed -E 's#^[a-z]+://([^:@]+).*#\1#' <<<"$TAGPROOF_TEST_PG_OWNER_URL")
-echo "CREATE DATABASE $db OWNER $owner_user" | su_psql
-export TAGPROOF_TEST_PG_OWNER_URL="${TAGPROOF_TEST_PG_OWNER_URL%/*}/$db"
-export TAGPROOF_TEST_PG_URL="${TAGPROOF_TEST_PG_URL%/*}/$db"
-TAGPROOF_PG_MIGRATE_URL=$TAGPROOF_TEST_PG_OWNER_URL "$bin/tagproof" migrate >/dev/null
-redis_port=$(stack_free_port)
-stack_redis_start "$redis_dir" "$redis_port" --appendonly no
-export TAGPROOF_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+private_stack "proofs_eth_e2e_$$_$RANDOM"
 e2e_env
 export TAGPROOF_RATE_LIMIT_PER_MIN=100000 TAGPROOF_RATE_LIMIT_BURST=10000
 owner_sql() { psql "$TAGPROOF_TEST_PG_OWNER_URL" -qAt -v ON_ERROR_STOP=1 "$@"; }
 
 chain_port=$(stack_free_port)
 chain="http://127.0.0.1:$chain_port"
-node "$ganache_dir/node_modules/ganache/dist/node/cli.js" --wallet.deterministic --chain.chainId 1337 \
+node "$ganache_cli" --wallet.deterministic --chain.chainId 1337 \
   --server.host 127.0.0.1 \
   --server.port "$chain_port" --logging.quiet >"$work/ganache.log" 2>&1 &
 pids+=($!)
