@@ -1,11 +1,16 @@
 /*
- * db: tenant-scoped transactions on the worker's pool (see db.h). Each step waits for the one
- * before it, so a failed BEGIN or tenant never lets a statement run outside its transaction.
+ * db: tenant-scoped transactions on the worker's pool (see db.h). A one-statement transaction
+ * is one pipelined round trip (pg_query_tx), in which the statement runs only after BEGIN and
+ * the tenant succeeded; in a transaction of several steps each waits for the one before it. So a
+ * failed BEGIN or tenant never lets a statement run outside its transaction.
  */
 #include "db.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#define STMT_TENANT "tp_db_tenant"
+static const char TENANT_SQL[] = "SELECT set_config('tagproof.tenant', $1, true)";
 
 struct db_txn {
     struct pg_conn *conn;
@@ -62,8 +67,7 @@ static void on_acquired(void *arg, struct pg_conn *conn, enum pg_status status)
     }
     t->conn = conn;
     if (pg_conn_query(conn, t->timeout_ms, on_begin, t, "BEGIN", 0, NULL) != 0 ||
-        pg_conn_query(conn, t->timeout_ms, on_tenant, t,
-                      "SELECT set_config('tagproof.tenant', $1, true)", 1, &tenant) != 0) {
+        pg_conn_query(conn, t->timeout_ms, on_tenant, t, TENANT_SQL, 1, &tenant) != 0) {
         struct pg_result_info f = {.status = PG_ERR_CONNECTION,
                                    .message = "cannot start a transaction"};
         t->cb(t->arg, NULL, &f);
@@ -126,105 +130,29 @@ void db_txn_rollback(struct db_txn *t)
 
 /* --- one statement ---------------------------------------------------------------------- */
 
-struct tenant_query {
-    db_result_fn cb;
-    void *arg;
-    int timeout_ms;
-    char *sql;
-    int nparams;
-    char **values;
-    struct db_txn *t;
-    PGresult *res; /* the statement's result, kept across the COMMIT */
-};
-
-static void tq_free(struct tenant_query *q)
+static int tenant_call(struct pg_pool *pool, const char *tenant, int timeout_ms, db_result_fn cb,
+                       void *arg, const struct pg_call *stmt)
 {
-    for (int i = 0; i < q->nparams; i++)
-        free(q->values[i]);
-    free(q->values);
-    free(q->sql);
-    if (q->res != NULL)
-        PQclear(q->res);
-    free(q);
-}
-
-static void tq_committed(void *arg, const struct pg_result_info *r)
-{
-    struct tenant_query *q = arg;
-    if (r->status == PG_OK) {
-        struct pg_result_info ok = {.status = PG_OK, .res = q->res};
-        q->cb(q->arg, &ok);
-    } else {
-        q->cb(q->arg, r);
-    }
-    tq_free(q);
-}
-
-static void tq_done(void *arg, const struct pg_result_info *r)
-{
-    struct tenant_query *q = arg;
-    struct db_txn *t = q->t;
-
-    if (r->status != PG_OK) {
-        q->cb(q->arg, r);
-        db_txn_rollback(t);
-        tq_free(q);
-        return;
-    }
-    q->res = PQcopyResult(r->res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
-    if (q->res == NULL) {
-        struct pg_result_info f = {.status = PG_ERR_QUERY, .message = "out of memory"};
-        q->cb(q->arg, &f);
-        db_txn_rollback(t);
-        tq_free(q);
-        return;
-    }
-    if (db_txn_commit(t, tq_committed, q) != 0) {
-        struct pg_result_info f = {.status = PG_ERR_CONNECTION, .message = "cannot commit"};
-        q->cb(q->arg, &f);
-        tq_free(q);
-    }
-}
-
-static void tq_begun(void *arg, struct db_txn *t, const struct pg_result_info *failure)
-{
-    struct tenant_query *q = arg;
-    if (t == NULL) {
-        q->cb(q->arg, failure);
-        tq_free(q);
-        return;
-    }
-    q->t = t;
-    if (pg_conn_query(db_txn_conn(t), q->timeout_ms, tq_done, q, q->sql, q->nparams,
-                      (const char *const *)q->values) != 0) {
-        struct pg_result_info f = {.status = PG_ERR_CONNECTION, .message = "cannot send"};
-        q->cb(q->arg, &f);
-        db_txn_rollback(t);
-        tq_free(q);
-    }
+    if (tenant == NULL || *tenant == '\0' || strlen(tenant) >= sizeof(((struct db_txn *)0)->tenant))
+        return -1;
+    /* Registered once per pool (later calls find it), so each call skips its parse. */
+    if (pg_pool_prepare(pool, STMT_TENANT, TENANT_SQL, 1) != 0)
+        return -1;
+    const struct pg_call setup = {
+        .sql = STMT_TENANT, .prepared = 1, .nparams = 1, .values = &tenant};
+    return pg_query_tx(pool, timeout_ms, cb, arg, &setup, stmt);
 }
 
 int db_tenant_query(struct pg_pool *pool, const char *tenant, int timeout_ms, db_result_fn cb,
                     void *arg, const char *sql, int nparams, const char *const *values)
 {
-    struct tenant_query *q = calloc(1, sizeof(*q));
-    if (q == NULL)
-        return -1;
-    q->cb = cb;
-    q->arg = arg;
-    q->timeout_ms = timeout_ms;
-    q->sql = strdup(sql);
-    q->values = nparams > 0 ? calloc((size_t)nparams, sizeof(*q->values)) : NULL;
-    if (q->sql == NULL || (nparams > 0 && q->values == NULL))
-        goto fail;
-    q->nparams = nparams;
-    for (int i = 0; i < nparams; i++)
-        if (values[i] != NULL && (q->values[i] = strdup(values[i])) == NULL)
-            goto fail;
-    if (db_txn_begin(pool, tenant, timeout_ms, tq_begun, q) != 0)
-        goto fail;
-    return 0;
-fail:
-    tq_free(q);
-    return -1;
+    const struct pg_call stmt = {.sql = sql, .nparams = nparams, .values = values};
+    return tenant_call(pool, tenant, timeout_ms, cb, arg, &stmt);
+}
+
+int db_tenant_prepared(struct pg_pool *pool, const char *tenant, int timeout_ms, db_result_fn cb,
+                       void *arg, const char *name, int nparams, const char *const *values)
+{
+    const struct pg_call stmt = {.sql = name, .prepared = 1, .nparams = nparams, .values = values};
+    return tenant_call(pool, tenant, timeout_ms, cb, arg, &stmt);
 }

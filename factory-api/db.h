@@ -15,20 +15,23 @@
 #define DB_TENANT_ALL "all"
 
 /*
- * What a tenant query produced: status and message as in pg_result_info; res is the
- * statement's result (a copy the callee owns; NULL unless PG_OK), valid until the callback
- * returns.
+ * What a tenant query produced: status and message as in pg_result_info; res (when PG_OK) is
+ * the statement's result, borrowed until the callback returns.
  */
 typedef void (*db_result_fn)(void *arg, const struct pg_result_info *r);
 
 /*
  * Runs one statement (nparams text parameters) in its own transaction as tenant: BEGIN,
- * the tenant, the statement, COMMIT. cb gets the statement's result once the commit has
- * succeeded, or the first failure (the transaction is then rolled back). sql and values are
- * copied. timeout_ms <= 0 takes the pool's default per statement. 0, or -1 (cb never called).
+ * the tenant, the statement, COMMIT, pipelined into one round trip. cb gets the statement's
+ * result once the commit has succeeded, or the first failure (the transaction is then rolled
+ * back). sql and values are copied. timeout_ms <= 0 takes the pool's default, which covers the
+ * whole transaction. 0, or -1 (cb never called).
  */
 int db_tenant_query(struct pg_pool *pool, const char *tenant, int timeout_ms, db_result_fn cb,
                     void *arg, const char *sql, int nparams, const char *const *values);
+/* The same with a statement registered on the pool (pg_pool_prepare) under name. */
+int db_tenant_prepared(struct pg_pool *pool, const char *tenant, int timeout_ms, db_result_fn cb,
+                       void *arg, const char *name, int nparams, const char *const *values);
 
 /*
  * A transaction of several steps on one connection (uploads): db_txn_begin acquires a

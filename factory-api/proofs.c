@@ -214,16 +214,13 @@ struct fetch {
     char factory[UUID_STR_LEN + 1];
     char size_hint[24];
     struct merkle_hasher *h;
-    struct db_txn *txn; /* while the bundle's rows are read */
-    char *keys;         /* the log's verifier keys, newest first, one a line */
+    char *keys; /* the log's verifier keys, newest first, one a line */
     struct proof_bundle b;
     struct proof_nodes nodes;
 };
 
 static void fetch_free(struct fetch *f)
 {
-    if (f->txn != NULL)
-        db_txn_rollback(f->txn);
     merkle_hasher_free(f->h);
     free(f->keys);
     free(f->b.record);
@@ -455,45 +452,20 @@ static void fetch_entry(void *arg, const struct pg_result_info *r)
         http_reply_problem(req, 503, NULL, NULL, "cannot reach the database", NULL);
         goto done;
     }
-    /* The rows are read: the transaction goes (see fetch_begun); fetch_nodes answers. */
-    db_txn_rollback(f->txn);
-    f->txn = NULL;
-    return;
+    return; /* fetch_nodes answers */
 done:
     fetch_free(f);
-}
-
-/*
- * The tenant-scoped read of the bundle's rows: a transaction that names the caller's tenant
- * (db.c), the prepared statement, and then the transaction is let go at once — a read needs
- * no COMMIT, and its ROLLBACK travels with the connection's reset while the subtree hashes
- * are fetched on another connection.
- */
-static void fetch_begun(void *arg, struct db_txn *t, const struct pg_result_info *failure)
-{
-    struct fetch *f = arg;
-    const char *v[] = {f->tag, own_factory(&f->who)};
-
-    if (t == NULL) {
-        api_reply_db_error(f->req, failure);
-        fetch_free(f);
-        return;
-    }
-    f->txn = t;
-    if (pg_conn_query_prepared(db_txn_conn(t), 0, fetch_entry, f, STMT_PROOF, 2, v) != 0) {
-        f->txn = NULL;
-        db_txn_rollback(t);
-        http_reply_problem(f->req, 503, NULL, NULL, "cannot reach the database", NULL);
-        fetch_free(f);
-    }
 }
 
 static void fetch_from_db(struct fetch *f)
 {
     struct pg_pool *pool = service_worker(f->req)->pg;
 
+    const char *v[] = {f->tag, own_factory(&f->who)};
+
+    /* The tenant-scoped read of the bundle's rows: one round trip (db.h). */
     if (pg_pool_prepare(pool, STMT_PROOF, sql_proof, 2) != 0 ||
-        db_txn_begin(pool, api_tenant(&f->who), 0, fetch_begun, f) != 0) {
+        db_tenant_prepared(pool, api_tenant(&f->who), 0, fetch_entry, f, STMT_PROOF, 2, v) != 0) {
         http_reply_problem(f->req, 503, NULL, NULL, "cannot reach the database", NULL);
         fetch_free(f);
     }

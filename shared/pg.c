@@ -24,6 +24,7 @@
 enum req_kind {
     RK_QUERY,      /* PQsendQueryParams */
     RK_PREPARED,   /* PQsendQueryPrepared */
+    RK_TX,         /* BEGIN, setup, statement, COMMIT in one pipeline (pg_query_tx) */
     RK_ACQUIRE,    /* waits for a connection to hand out */
     RK_COPY_START, /* COPY ... FROM STDIN, done when the server asks for data */
     RK_COPY_END,   /* PQputCopyEnd and the COPY's outcome */
@@ -54,6 +55,9 @@ struct pg_req {
     const char *text2; /* the SQL of RK_PREPARE */
     int nparams;
     const char **values;
+    /* RK_TX: text is the statement, text2 the setup (or NULL); values holds the setup's nsetup
+     * parameters, then the statement's. step counts the results read so far. */
+    int nsetup, setup_prepared, stmt_prepared, step, rolled_back, reset_failed;
     /* The outcome. */
     enum pg_status status;
     PGresult *res;
@@ -795,6 +799,8 @@ static void conn_request_done(struct pg_conn *c)
     const char *drop = NULL;
     enum pg_status st = conn_classify(c, r, r->res, &drop);
 
+    if (drop == NULL && r->kind == RK_TX && r->reset_failed)
+        drop = "resetting the session failed";
     req_detach(r);
     evtimer_del(r->timer);
     if (r->kind == RK_PREPARE) {
@@ -811,6 +817,8 @@ static void conn_request_done(struct pg_conn *c)
         if (st != PG_OK && drop == NULL)
             drop = "resetting the session failed";
         req_free(r);
+    } else if (st == PG_OK && r->rolled_back) {
+        req_complete(r, PG_ERR_QUERY, r->res, "the transaction was rolled back");
     } else {
         req_complete(r, st, r->res, NULL);
     }
@@ -832,10 +840,62 @@ static void conn_request_done(struct pg_conn *c)
     conn_next(c);
 }
 
+/*
+ * The results of a pipelined transaction (RK_TX) arrive one per message, each followed by a
+ * NULL, and one per sync: BEGIN, [setup], statement, SYNC, COMMIT, SYNC, RESET ALL, SYNC. The
+ * COMMIT stands behind a sync of its own so that after a failure it still runs (and rolls
+ * back), leaving the connection idle; RESET ALL behind another, so that it runs whatever the
+ * COMMIT did. Kept: the first error, else the statement's result.
+ */
+static void conn_collect_tx(struct pg_conn *c)
+{
+    struct pg_req *r = c->req;
+    int stmt_step = r->text2 != NULL ? 2 : 1, nulls = 0;
+
+    while (c->req == r && !PQisBusy(c->pgc)) {
+        PGresult *res = PQgetResult(c->pgc);
+        if (res == NULL) {
+            if (++nulls > 1)
+                return; /* nothing more until the socket says so */
+            continue;
+        }
+        nulls = 0;
+        int step = r->step++;
+        ExecStatusType st = PQresultStatus(res);
+        int failed = r->res != NULL && PQresultStatus(r->res) == PGRES_FATAL_ERROR;
+        if (!failed &&
+            (st == PGRES_FATAL_ERROR || (step == stmt_step && st != PGRES_PIPELINE_ABORTED))) {
+            PQclear(r->res);
+            r->res = res;
+        } else {
+            /* A COMMIT of a transaction that failed answers ROLLBACK, without an error. */
+            if (step == stmt_step + 2 && !failed && st == PGRES_COMMAND_OK &&
+                strcmp(PQcmdStatus(res), "COMMIT") != 0)
+                r->rolled_back = 1;
+            PQclear(res);
+        }
+        if (step == stmt_step + 4 && st != PGRES_COMMAND_OK)
+            r->reset_failed = 1;
+        if (step == stmt_step + 5) {
+            if (st != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c->pgc)) {
+                conn_drop(c, PG_ERR_CONNECTION, "the pipelined transaction ended out of step",
+                          LOG_WARN);
+                return;
+            }
+            conn_request_done(c);
+            return;
+        }
+    }
+}
+
 /* Reads every result that is complete without waiting. */
 static void conn_collect(struct pg_conn *c)
 {
     struct pg_req *r = c->req;
+    if (r->kind == RK_TX) {
+        conn_collect_tx(c);
+        return;
+    }
     while (c->req == r && !PQisBusy(c->pgc)) {
         PGresult *res = PQgetResult(c->pgc);
         if (res == NULL) {
@@ -895,6 +955,26 @@ static void conn_on_io(evutil_socket_t fd, short what, void *arg)
         conn_drop(c, PG_ERR_CONNECTION, PQerrorMessage(c->pgc), LOG_WARN);
 }
 
+/* One statement of a pipeline, by text or by name. */
+static int send_one(PGconn *pgc, const char *text, int prepared, int nparams,
+                    const char *const *values)
+{
+    return prepared ? PQsendQueryPrepared(pgc, text, nparams, values, NULL, NULL, 0)
+                    : PQsendQueryParams(pgc, text, nparams, NULL, values, NULL, NULL, 0);
+}
+
+/* RK_TX's messages, in the order conn_collect_tx reads their results. */
+static int conn_send_tx(struct pg_conn *c, const struct pg_req *r)
+{
+    PGconn *pgc = c->pgc;
+    return PQenterPipelineMode(pgc) && send_one(pgc, "BEGIN", 0, 0, NULL) &&
+           (r->text2 == NULL || send_one(pgc, r->text2, r->setup_prepared, r->nsetup, r->values)) &&
+           send_one(pgc, r->text, r->stmt_prepared, r->nparams - r->nsetup,
+                    r->values + r->nsetup) &&
+           PQpipelineSync(pgc) && send_one(pgc, "COMMIT", 0, 0, NULL) && PQpipelineSync(pgc) &&
+           send_one(pgc, "RESET ALL", 0, 0, NULL) && PQpipelineSync(pgc);
+}
+
 static void conn_send(struct pg_conn *c, struct pg_req *r)
 {
     struct pg_pool *p = c->pool;
@@ -915,6 +995,9 @@ static void conn_send(struct pg_conn *c, struct pg_req *r)
         break;
     case RK_PREPARED:
         ok = PQsendQueryPrepared(c->pgc, r->text, r->nparams, r->values, NULL, NULL, 0);
+        break;
+    case RK_TX:
+        ok = conn_send_tx(c, r);
         break;
     case RK_PREPARE:
         ok = PQsendPrepare(c->pgc, r->text, r->text2, r->nparams, NULL);
@@ -1374,6 +1457,46 @@ int pg_query_prepared(struct pg_pool *p, int timeout_ms, pg_result_fn cb, void *
     struct pg_req *r = req_new(p, RK_PREPARED, name, NULL, nparams, values);
     if (r == NULL)
         return -1;
+    r->cb = cb;
+    r->arg = arg;
+    return pool_submit(p, r, timeout_ms);
+}
+
+/* A pg_call that names a registered statement of the right arity, or carries SQL. */
+static int call_ok(const struct pg_pool *p, const struct pg_call *call)
+{
+    if (call->sql == NULL || !params_ok(call->nparams, call->values))
+        return 0;
+    if (!call->prepared)
+        return 1;
+    const struct pg_stmt *s = pool_stmt(p, call->sql);
+    return s != NULL && s->nparams == call->nparams;
+}
+
+int pg_query_tx(struct pg_pool *p, int timeout_ms, pg_result_fn cb, void *arg,
+                const struct pg_call *setup, const struct pg_call *stmt)
+{
+    if (p == NULL || p->closing || cb == NULL || stmt == NULL || !call_ok(p, stmt) ||
+        (setup != NULL && !call_ok(p, setup)))
+        return -1;
+    int nsetup = setup != NULL ? setup->nparams : 0, n = nsetup + stmt->nparams;
+    if (n > 65535)
+        return -1;
+    const char **values = n > 0 ? malloc((size_t)n * sizeof(*values)) : NULL;
+    if (n > 0 && values == NULL)
+        return -1;
+    for (int i = 0; i < nsetup; i++)
+        values[i] = setup->values[i];
+    for (int i = 0; i < stmt->nparams; i++)
+        values[nsetup + i] = stmt->values[i];
+    struct pg_req *r = req_new(p, RK_TX, stmt->sql, setup != NULL ? setup->sql : NULL, n,
+                               (const char *const *)values);
+    free(values);
+    if (r == NULL)
+        return -1;
+    r->nsetup = nsetup;
+    r->setup_prepared = setup != NULL && setup->prepared;
+    r->stmt_prepared = stmt->prepared;
     r->cb = cb;
     r->arg = arg;
     return pool_submit(p, r, timeout_ms);

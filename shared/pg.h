@@ -1,7 +1,8 @@
 /*
  * pg: an asynchronous PostgreSQL client for one libevent loop — a small pool of non-blocking
  * libpq connections with per-call deadlines, reconnection with backoff, failover to the
- * writable host of a multi-host conninfo, prepared statements, transactions and COPY FROM STDIN.
+ * writable host of a multi-host conninfo, prepared statements, transactions (one-statement ones
+ * pipelined into a single round trip) and COPY FROM STDIN.
  *
  * A pool belongs to one event_base and so to one thread (one pool per worker thread); nothing
  * here is thread-safe. No call blocks: connecting, sending, reading and COPY are all driven by
@@ -128,6 +129,30 @@ int pg_query(struct pg_pool *pool, int timeout_ms, pg_result_fn cb, void *arg, c
  */
 int pg_query_prepared(struct pg_pool *pool, int timeout_ms, pg_result_fn cb, void *arg,
                       const char *name, int nparams, const char *const *values);
+
+/*
+ * One statement of pg_query_tx: SQL text with nparams text parameters ($1...), or, with
+ * prepared set, the name of a statement registered with pg_pool_prepare.
+ */
+struct pg_call {
+    const char *sql;
+    int prepared;
+    int nparams;
+    const char *const *values;
+};
+
+/*
+ * Runs stmt in a transaction of its own on a pooled connection, in one round trip (libpq
+ * pipeline mode): BEGIN, then setup when not NULL (a statement that prepares the transaction,
+ * such as set_config(..., true) of a setting row-level security reads), then stmt, then
+ * COMMIT. stmt runs only if BEGIN and setup succeeded, in the same transaction. cb gets stmt's
+ * result once the COMMIT has succeeded, or else the first failure (the transaction is then
+ * rolled back). A RESET ALL travels in the same round trip after the COMMIT, so the connection
+ * goes back to the pool with the session settings it connected with, even if stmt changed one
+ * for the whole session. Same copying, queueing, deadline and return rules as pg_query.
+ */
+int pg_query_tx(struct pg_pool *pool, int timeout_ms, pg_result_fn cb, void *arg,
+                const struct pg_call *setup, const struct pg_call *stmt);
 
 /*
  * Hands out one connection exclusively (for a transaction, several statements that share

@@ -1,6 +1,7 @@
 /*
  * Integration tests of pg against a real PostgreSQL 15: parameters, NULLs and SQLSTATEs, a
- * busy pool and its bounded queue, prepared statements across reconnects, acquired
+ * busy pool and its bounded queue, prepared statements across reconnects, one-statement
+ * transactions pipelined into one round trip (pg_query_tx), acquired
  * connections that never leak session state, COPY FROM STDIN with backpressure, freeing a
  * pool with calls in flight, and passwords kept out of the logs.
  */
@@ -283,6 +284,137 @@ static void test_prepared_statements_survive_reconnect(void **state)
     assert_int_equal(pgs_run_until(base, &r.calls, 1, 5000), 0);
     assert_string_equal(r.value, "5");
     pgs_res_clear(&r);
+    pg_pool_free(p);
+}
+
+/* ---- one-statement transactions in one round trip ---- */
+
+/* Runs pg_query_tx with setup "t.who = who" and waits for its outcome. */
+static enum pg_status tx_run(struct pg_pool *p, const struct pg_call *setup, const char *sql,
+                             int prepared, int nparams, const char *const *values,
+                             struct pgs_res *r)
+{
+    const struct pg_call stmt = {
+        .sql = sql, .prepared = prepared, .nparams = nparams, .values = values};
+    pgs_res_clear(r);
+    assert_int_equal(pg_query_tx(p, 0, pgs_on_result, r, setup, &stmt), 0);
+    assert_int_equal(pgs_run_until(base, &r->calls, 1, 5000), 0);
+    return r->status;
+}
+
+static void test_pipelined_transaction(void **state)
+{
+    (void)state;
+    struct pg_pool *p = new_pool(1); /* one connection: every call sees what the last left */
+    struct pgs_res r = {0};
+    const char *alice[] = {"alice"}, *one[] = {"1"}, *two[] = {"2"};
+    const struct pg_call who = {
+        .sql = "SELECT set_config('t.who', $1, true)", .nparams = 1, .values = alice};
+    const struct pg_call bad_setup = {.sql = "SELECT 1 / 0"};
+    static const char ins[] = "INSERT INTO txlog VALUES ($1, current_setting('t.who')) "
+                              "RETURNING who";
+
+    exec_ok(p, "CREATE TABLE txlog (id int PRIMARY KEY, who text)");
+    exec_ok(p, "CREATE TABLE txdeferred (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)");
+
+    /* The statement sees the setup's transaction-local setting; the row is committed. */
+    assert_int_equal(tx_run(p, &who, ins, 0, 1, one, &r), PG_OK);
+    assert_string_equal(r.value, "alice");
+    assert_int_equal(pgs_query(base, p, 0, "SELECT who FROM txlog WHERE id = 1", 0, NULL, &r),
+                     PG_OK);
+    assert_string_equal(r.value, "alice");
+    /* ...and the setting died with the transaction. */
+    assert_int_equal(
+        pgs_query(base, p, 0, "SELECT coalesce(current_setting('t.who', true), '')", 0, NULL, &r),
+        PG_OK);
+    assert_string_equal(r.value, "");
+
+    /* A statement that sets something for the whole session: the RESET ALL undoes it. */
+    assert_int_equal(tx_run(p, NULL, "SELECT set_config('t.who', 'eve', false)", 0, 0, NULL, &r),
+                     PG_OK);
+    assert_int_equal(
+        pgs_query(base, p, 0, "SELECT coalesce(current_setting('t.who', true), '')", 0, NULL, &r),
+        PG_OK);
+    assert_string_equal(r.value, "");
+
+    /* A failing statement: its error, nothing kept, the connection idle and still open. */
+    assert_int_equal(tx_run(p, &who, ins, 0, 1, one, &r), PG_ERR_QUERY);
+    assert_string_equal(r.sqlstate, "23505");
+    /* A failing setup: the statement never runs. */
+    assert_int_equal(tx_run(p, &bad_setup, ins, 0, 1, two, &r), PG_ERR_QUERY);
+    assert_string_equal(r.sqlstate, "22012");
+    assert_int_equal(pgs_query(base, p, 0, "SELECT count(*) FROM txlog", 0, NULL, &r), PG_OK);
+    assert_string_equal(r.value, "1");
+    /* A failing COMMIT (a deferred constraint): the error, and nothing stored. */
+    assert_int_equal(tx_run(p, NULL, "INSERT INTO txdeferred VALUES (1), (1)", 0, 0, NULL, &r),
+                     PG_ERR_QUERY);
+    assert_string_equal(r.sqlstate, "23505");
+    assert_int_equal(pgs_query(base, p, 0, "SELECT count(*) FROM txdeferred", 0, NULL, &r), PG_OK);
+    assert_string_equal(r.value, "0");
+
+    /* Registered statements, as setup and as statement. */
+    assert_int_equal(pg_pool_prepare(p, "txwho", "SELECT set_config('t.who', $1, true)", 1), 0);
+    assert_int_equal(pg_pool_prepare(p, "txins", ins, 1), 0);
+    const char *bob[] = {"bob"};
+    const struct pg_call who_prepared = {
+        .sql = "txwho", .prepared = 1, .nparams = 1, .values = bob};
+    assert_int_equal(tx_run(p, &who_prepared, "txins", 1, 1, two, &r), PG_OK);
+    assert_string_equal(r.value, "bob");
+    /* A statement that returns nothing, and one without setup. */
+    assert_int_equal(tx_run(p, &who, "SELECT id FROM txlog WHERE id = 42", 0, 0, NULL, &r), PG_OK);
+    assert_int_equal(r.ntuples, 0);
+    assert_int_equal(tx_run(p, NULL, "SELECT count(*) FROM txlog", 0, 0, NULL, &r), PG_OK);
+    assert_string_equal(r.value, "2");
+
+    /* Misuse is refused at once and never calls back. */
+    const struct pg_call unknown = {.sql = "nope", .prepared = 1};
+    const struct pg_call arity = {.sql = "txins", .prepared = 1, .nparams = 2, .values = alice};
+    const struct pg_call no_values = {.sql = "SELECT $1", .nparams = 1};
+    assert_int_equal(pg_query_tx(p, 0, pgs_on_result, &r, NULL, &unknown), -1);
+    assert_int_equal(pg_query_tx(p, 0, pgs_on_result, &r, &unknown, &who), -1);
+    assert_int_equal(pg_query_tx(p, 0, pgs_on_result, &r, NULL, &arity), -1);
+    assert_int_equal(pg_query_tx(p, 0, pgs_on_result, &r, NULL, &no_values), -1);
+    assert_int_equal(pg_query_tx(p, 0, pgs_on_result, &r, &who, NULL), -1);
+    assert_int_equal(pg_query_tx(p, 0, NULL, NULL, NULL, &who), -1);
+
+    /* No failure above cost the connection. */
+    struct pg_stats st;
+    pg_pool_stats(p, &st);
+    assert_int_equal(st.disconnects, 0);
+    assert_int_equal(st.idle, 1);
+    pgs_res_clear(&r);
+    pg_pool_free(p);
+}
+
+/* Many transactions at once over three connections: each sees its own setting only. */
+static void test_pipelined_transactions_never_mix(void **state)
+{
+    (void)state;
+    struct pg_pool *p = new_pool(3);
+    static struct pgs_res res[200];
+    static char names[200][16];
+    static const char *vals[200][1];
+    static struct pg_call setups[200];
+    const struct pg_call stmt = {.sql = "SELECT current_setting('t.who')"};
+
+    many_done = 0;
+    for (int i = 0; i < 200; i++) {
+        snprintf(names[i], sizeof(names[i]), "caller-%d", i);
+        vals[i][0] = names[i];
+        setups[i] = (struct pg_call){
+            .sql = "SELECT set_config('t.who', $1, true)", .nparams = 1, .values = vals[i]};
+        memset(&res[i], 0, sizeof(res[i]));
+        assert_int_equal(pg_query_tx(p, 0, count_cb, &res[i], &setups[i], &stmt), 0);
+    }
+    assert_int_equal(pgs_run_until(base, &many_done, 200, 20000), 0);
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(res[i].status, PG_OK);
+        assert_string_equal(res[i].value, names[i]);
+        pgs_res_clear(&res[i]);
+    }
+    struct pg_stats st;
+    pg_pool_stats(p, &st);
+    assert_int_equal(st.disconnects, 0);
     pg_pool_free(p);
 }
 
@@ -820,6 +952,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_queue_answers_busy_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared_statements_survive_reconnect, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_transaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_transactions_never_mix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_acquired_connection_never_leaks_state, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_copy_from_stdin_200k_rows, setup, teardown),
