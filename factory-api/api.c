@@ -107,6 +107,9 @@ struct auth_call {
     unsigned char hash[APIKEY_HASH_LEN];
     const char *failure; /* why the credential was refused, for the 401 */
     int token_retried;
+    /* A bearer token, checked before the address's failure budget (see api_authenticate). */
+    int budget_later;
+    int caller_ask; /* the caller's limit among those of auth_ok */
     char ipkey[96];
 };
 
@@ -164,14 +167,17 @@ static void auth_fail(struct auth_call *a, const char *reason, const char *detai
         after_fail_charged(a, RATELIMIT_ERROR, 0);
 }
 
-static void after_caller_limit(void *arg, enum ratelimit_verdict v, int retry_after_s)
+static void after_limits(void *arg, enum ratelimit_verdict v, int retry_after_s, int which)
 {
     struct auth_call *a = arg;
     struct factory_app *app = api_app(a->req);
 
-    if (v == RATELIMIT_DENY) {
+    if (v == RATELIMIT_DENY && which == a->caller_ask) {
         metric_inc(app->m_rate_limited, "caller");
         reply_429(a->req, retry_after_s, "rate limit exceeded for this API key or token");
+    } else if (v == RATELIMIT_DENY) {
+        metric_inc(app->m_rate_limited, "auth_failures");
+        reply_429(a->req, retry_after_s, "too many failed authentications from this address");
     } else {
         if (v == RATELIMIT_ERROR)
             rate_error(app);
@@ -180,11 +186,17 @@ static void after_caller_limit(void *arg, enum ratelimit_verdict v, int retry_af
     free(a);
 }
 
-/* The credential is good: the role, then the caller's rate limit. */
+/*
+ * The credential is good: the role, then the caller's rate limit — for a bearer token in the
+ * same round trip as the look at the address's failure budget, which an address that failed
+ * too often fails first.
+ */
 static void auth_ok(struct auth_call *a)
 {
     struct factory_app *app = api_app(a->req);
+    struct ratelimit_ask asks[2];
     char key[160];
+    int n = 0;
 
     if ((a->roles & (1u << a->who.role)) == 0) {
         http_reply_problem(a->req, 403, NULL, NULL,
@@ -195,9 +207,12 @@ static void auth_ok(struct auth_call *a)
         return;
     }
     snprintf(key, sizeof(key), "tp:rl:c:%s", a->who.subject);
-    if (ratelimit_check(service_worker(a->req)->redis, key, &app->caller_rule, 1,
-                        after_caller_limit, a) != 0)
-        after_caller_limit(a, RATELIMIT_ERROR, 0);
+    if (a->budget_later)
+        asks[n++] = (struct ratelimit_ask){.key = a->ipkey, .rule = &app->fail_rule, .charge = 0};
+    a->caller_ask = n;
+    asks[n++] = (struct ratelimit_ask){.key = key, .rule = &app->caller_rule, .charge = 1};
+    if (ratelimit_check_many(service_worker(a->req)->redis, asks, n, after_limits, a) != 0)
+        after_limits(a, RATELIMIT_ERROR, 0, -1);
 }
 
 static void ignore_result(void *arg, const struct pg_result_info *r)
@@ -364,7 +379,21 @@ void api_authenticate(struct http_req *req, unsigned roles, api_authed_fn fn)
     proxies_client_ip(app->proxies, http_req_peer(req), http_req_header(req, "X-Forwarded-For"), ip,
                       sizeof(ip));
     snprintf(a->ipkey, sizeof(a->ipkey), "tp:rl:f:%s", ip);
-    /* An address that failed too often is stopped before its next guess is even checked. */
+    /*
+     * A bearer token is checked here, without I/O, and a good one's caller limit and the
+     * address's failure budget then take one round trip together (auth_ok); a bad one is
+     * charged to the budget (auth_fail). Either way an address over its budget gets 429. An
+     * API key needs a database lookup, and a guessed one could be right: the address's budget
+     * is looked at first, so that an address that failed too often is stopped before its next
+     * guess is even checked.
+     */
+    const char *bearer = http_req_header(req, "Authorization");
+    if (http_req_header(req, "X-Api-Key") == NULL && bearer != NULL &&
+        strncasecmp(bearer, "Bearer ", 7) == 0) {
+        a->budget_later = 1;
+        auth_token(a);
+        return;
+    }
     if (ratelimit_check(service_worker(req)->redis, a->ipkey, &app->fail_rule, 0, after_fail_budget,
                         a) != 0)
         after_fail_budget(a, RATELIMIT_ERROR, 0);

@@ -356,6 +356,8 @@ new_key $ip_main "$admin_key" admin
 rl3=$key
 new_key $ip_main "$admin_key" admin
 rl4=$key
+new_key $ip_main "$admin_key" admin
+rl5=$key
 export TAGPROOF_FACTORY_LISTEN=127.0.0.1:$(stack_free_port)
 mkdir -p "$work/keys-b"
 TAGPROOF_RATE_LIMIT_PER_MIN=6 TAGPROOF_RATE_LIMIT_BURST=3 TAGPROOF_AUTH_FAIL_PER_MIN=3 \
@@ -387,6 +389,17 @@ for _ in 1 2 3; do
   codes+="$status "
 done
 check "3 failed authentications from one address: 401 each ($codes)" test "$codes" = "401 401 401 "
+# A bearer token is checked without I/O, then its caller limit and the address's failure
+# budget take one Redis round trip together: a good token from that address is stopped too.
+from 127.0.0.46 POST /v1/auth/token -H "X-Api-Key: $rl5"
+tb=$(jq -r '.access_token // empty' "$work/body")
+check "a token from instance B (got $status)" test "$status" = 200 -a -n "$tb"
+from 127.0.0.44 GET /v1/factories -H "Authorization: Bearer $tb"
+check "a good bearer token from that address: 429 + Retry-After (got $status)" is_429 20
+from 127.0.0.44 GET /v1/factories -H "Authorization: Bearer $tb.x"
+check "a bad one from there: 429 as well (got $status)" is_429 20
+from 127.0.0.46 GET /v1/factories -H "Authorization: Bearer $tb"
+check "the same token from another address: 200 (got $status)" test "$status" = 200
 from 127.0.0.44 GET /v1/factories -H "X-Api-Key: $rl3"
 check "then even a correct key from that address: 429 + Retry-After (got $status)" is_429 20
 from 127.0.0.45 GET /v1/factories -H "X-Api-Key: $rl4"

@@ -1,7 +1,8 @@
 /*
  * Integration tests of ratelimit (GCRA in a Redis script) against real Redis: a burst and
  * then a refusal with a sensible Retry-After; a sustained rate within the limit always
- * allowed; a look (charge 0) that counts nothing; keys that expire once idle; high rates
+ * allowed; a look (charge 0) that counts nothing; several limits in one call, the first that
+ * denies deciding and nothing counted then; keys that expire once idle; high rates
  * that still limit; two clients sharing one limit; the script loaded again after SCRIPT
  * FLUSH; and a Redis that is gone, frozen or never there answering RATELIMIT_ERROR, quickly,
  * never a refusal.
@@ -148,6 +149,88 @@ static void test_burst_then_deny(void **state)
     assert_int_equal(r.v, RATELIMIT_ALLOW);
     del_key(e, key);
     del_key(e, key_of(e, "burst-other", k1));
+}
+
+/* Several limits in one call: the first that denies decides, and then nothing is counted. */
+struct many_verdict {
+    struct verdict v;
+    int which;
+};
+
+static void on_many(void *arg, enum ratelimit_verdict v, int retry_after_s, int which)
+{
+    struct many_verdict *m = arg;
+    on_verdict(&m->v, v, retry_after_s);
+    m->which = which;
+}
+
+static struct many_verdict check_many(struct env *e, const struct ratelimit_ask *asks, int n)
+{
+    struct many_verdict m = {.which = -2};
+    assert_int_equal(ratelimit_check_many(e->shared, asks, n, on_many, &m), 0);
+    assert_int_equal(m.v.calls, 0);
+    assert_int_equal(rs_run_until(e->base, verdict_called, &m.v, 5000), 0);
+    rs_run_for(e->base, 1);
+    assert_int_equal(m.v.calls, 1);
+    return m;
+}
+
+static void test_many_limits_in_one_call(void **state)
+{
+    struct env *e = *state;
+    char k0[KEY_MAX], k1[KEY_MAX];
+    const char *budget = key_of(e, "many-budget", k0), *caller = key_of(e, "many-caller", k1);
+    const struct ratelimit_rule budget_rule = {.per_minute = 6, .burst = 2};
+    const struct ratelimit_rule caller_rule = {.per_minute = 6, .burst = 3};
+    /* A look at the budget and a charge of the caller, as the API does for a bearer token. */
+    const struct ratelimit_ask asks[] = {{budget, &budget_rule, 0}, {caller, &caller_rule, 1}};
+    struct many_verdict m;
+
+    for (int i = 0; i < 3; i++) {
+        m = check_many(e, asks, 2);
+        assert_int_equal(m.v.v, RATELIMIT_ALLOW);
+        assert_int_equal(m.which, -1);
+    }
+    /* The caller's burst is spent: the second limit denies. */
+    m = check_many(e, asks, 2);
+    assert_int_equal(m.v.v, RATELIMIT_DENY);
+    assert_int_equal(m.which, 1);
+    assert_in_range(m.v.retry_after_s, 9, 10);
+    /* The looks counted nothing: the budget still allows its whole burst. */
+    assert_int_equal(check(e, e->shared, budget, 6, 2, 1).v, RATELIMIT_ALLOW);
+    assert_int_equal(check(e, e->shared, budget, 6, 2, 1).v, RATELIMIT_ALLOW);
+    /* Now the budget is spent: the first limit denies, and the second is not even counted. */
+    del_key(e, caller);
+    m = check_many(e, asks, 2);
+    assert_int_equal(m.v.v, RATELIMIT_DENY);
+    assert_int_equal(m.which, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(check(e, e->shared, caller, 6, 3, 1).v, RATELIMIT_ALLOW);
+    assert_int_equal(check(e, e->shared, caller, 6, 3, 1).v, RATELIMIT_DENY);
+
+    /* Both charged when both allow; none when one denies. */
+    del_key(e, budget);
+    del_key(e, caller);
+    const struct ratelimit_ask both[] = {{budget, &budget_rule, 1}, {caller, &caller_rule, 1}};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(check_many(e, both, 2).v.v, RATELIMIT_ALLOW);
+    m = check_many(e, both, 2);
+    assert_int_equal(m.v.v, RATELIMIT_DENY);
+    assert_int_equal(m.which, 0);
+    /* The caller was charged twice, not three times: one request of its burst is left. */
+    assert_int_equal(check(e, e->shared, caller, 6, 3, 1).v, RATELIMIT_ALLOW);
+    assert_int_equal(check(e, e->shared, caller, 6, 3, 1).v, RATELIMIT_DENY);
+
+    /* Misuse is refused at once. */
+    struct many_verdict unused = {0};
+    const struct ratelimit_ask five[] = {asks[0], asks[1], asks[0], asks[1], asks[0]};
+    assert_int_equal(ratelimit_check_many(e->shared, asks, 0, on_many, &unused), -1);
+    assert_int_equal(ratelimit_check_many(e->shared, five, 5, on_many, &unused), -1);
+    assert_int_equal(ratelimit_check_many(e->shared, NULL, 1, on_many, &unused), -1);
+    assert_int_equal(ratelimit_check_many(e->shared, asks, 2, NULL, &unused), -1);
+    assert_int_equal(unused.v.calls, 0);
+    del_key(e, budget);
+    del_key(e, caller);
 }
 
 /* A rate of one request a second against a limit of one a second. */
@@ -452,6 +535,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_burst_then_deny, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_many_limits_in_one_call, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_retry_after_rounds_up, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_sustained_rate_allowed, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_high_rates_still_limit, env_setup, env_teardown),
