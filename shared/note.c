@@ -277,6 +277,37 @@ static int ed25519_verify(const uint8_t pub[32], const char *msg, size_t len, co
     return ok ? 0 : -1;
 }
 
+/*
+ * The last note this thread verified, with its key, byte for byte. A server that proves
+ * inclusions checks the same checkpoint's signature on every answer until the next checkpoint
+ * (factory-api/proofs.c); verification is deterministic, so the very same bytes need not cost
+ * an Ed25519 verification twice. Only a success is remembered, and only an exact match of both
+ * key and note reuses it.
+ */
+static _Thread_local struct {
+    size_t vkey_len, note_len, text_len;
+    char vkey[256];
+    char note[2048];
+} memo;
+
+static int memo_hit(const char *vkey, size_t vkey_len, const char *note, size_t len)
+{
+    return memo.note_len == len && memo.vkey_len == vkey_len && len > 0 &&
+           memcmp(memo.note, note, len) == 0 && memcmp(memo.vkey, vkey, vkey_len) == 0;
+}
+
+static void memo_keep(const char *vkey, size_t vkey_len, const char *note, size_t len,
+                      size_t text_len)
+{
+    if (vkey_len > sizeof(memo.vkey) || len > sizeof(memo.note))
+        return;
+    memcpy(memo.vkey, vkey, vkey_len);
+    memcpy(memo.note, note, len);
+    memo.vkey_len = vkey_len;
+    memo.note_len = len;
+    memo.text_len = text_len;
+}
+
 int note_verify(const char *vkey, const char *note, size_t len, size_t *text_len)
 {
     struct vkey k;
@@ -284,6 +315,11 @@ int note_verify(const char *vkey, const char *note, size_t len, size_t *text_len
     const size_t plen = sizeof(SIG_PREFIX) - 1;
     int found = 0;
 
+    if (vkey != NULL && note != NULL && memo_hit(vkey, strlen(vkey), note, len)) {
+        if (text_len != NULL)
+            *text_len = memo.text_len;
+        return 0;
+    }
     if (vkey == NULL || vkey_parse(vkey, &k) != 0 || note == NULL || len < 2 ||
         memchr(note, '\0', len) != NULL || note[len - 1] != '\n')
         return -1;
@@ -319,6 +355,7 @@ int note_verify(const char *vkey, const char *note, size_t len, size_t *text_len
     }
     if (!found)
         return -1;
+    memo_keep(vkey, strlen(vkey), note, len, split);
     if (text_len != NULL)
         *text_len = split;
     return 0;

@@ -58,8 +58,12 @@ static void test_refusals(void **state)
     size_t n = strlen(note_ref);
     (void)state;
 
-    /* Any changed byte of the text or signature: refused. */
+    /*
+     * Any changed byte of the text or signature: refused, also right after the genuine note
+     * verified (each thread remembers its last success: only the same bytes may reuse it).
+     */
     for (size_t i = 0; i < n - 1; i++) {
+        assert_int_equal(note_verify(vkey_ref, note_ref, n, NULL), 0);
         memcpy(buf, note_ref, n + 1);
         buf[i] ^= 0x01;
         assert_int_not_equal(note_verify(vkey_ref, buf, n, NULL), 0);
@@ -78,6 +82,9 @@ static void test_refusals(void **state)
             assert_int_not_equal(note_verify(k, note_ref, n, NULL), 0);
         }
     }
+    /* A prefix of a verified note (its signature line cut short): refused. */
+    assert_int_equal(note_verify(vkey_ref, note_ref, n, NULL), 0);
+    assert_int_not_equal(note_verify(vkey_ref, note_ref, n - 2, NULL), 0);
     /* Another key with the same name. */
     uint8_t seed[32] = {7};
     struct note_signer *other = note_signer_from_seed("PeterNeumann", seed);
