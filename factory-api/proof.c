@@ -5,6 +5,7 @@
 #include "proof.h"
 
 #include <stdarg.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -626,6 +627,25 @@ int proof_nodes_set(struct proof_nodes *nodes, unsigned level, uint64_t idx, con
         }
     }
     return -1;
+}
+
+int proof_nodes_fill_lines(struct proof_nodes *nodes, const char *lines)
+{
+    for (const char *p = lines; p != NULL && *p != '\0';) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol != NULL ? (size_t)(eol - p) : strlen(p);
+        unsigned level;
+        uint64_t idx;
+        char hex[2 * MERKLE_HASH_LEN + 1];
+        uint8_t h[MERKLE_HASH_LEN];
+        int used = 0;
+        if (sscanf(p, "%u %" SCNu64 " %64[0-9a-f]%n", &level, &idx, hex, &used) != 3 ||
+            (size_t)used != len || proof_unhex(hex, h, sizeof(h)) != 0)
+            return -1;
+        proof_nodes_set(nodes, level, idx, h, sizeof(h)); /* -1: not planned, not needed */
+        p = eol != NULL ? eol + 1 : p + len;
+    }
+    return proof_nodes_complete(nodes) ? 0 : -1;
 }
 
 int proof_nodes_complete(const struct proof_nodes *nodes)

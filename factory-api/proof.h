@@ -139,6 +139,31 @@ int proof_nodes_set(struct proof_nodes *nodes, unsigned level, uint64_t idx, con
 int proof_nodes_complete(const struct proof_nodes *nodes);
 
 /*
+ * SQL for the stored subtrees an inclusion proof of leaf M in a tree of N leaves can read (M
+ * and N are SQL expressions, e.g. columns of the statement this is part of), as one text
+ * value of "level idx hash-hex" lines, NULL when none: at each level l, the sibling of the
+ * leaf's ancestor, (l, (M >> l) xor 1), when that subtree is complete within N; and the
+ * subtrees that make up the tree's right edge, (l, (N >> l) - 1) for each bit l set in N, of
+ * which a sibling range that is not a complete subtree is made. That is a superset of what
+ * proof_plan_inclusion plans (at most 126 primary-key reads, about 40 for a million leaves),
+ * so the leaf's own statement can bring its proof's nodes along (GET /v1/proofs).
+ */
+#define PROOF_NODES_SQL(M, N)                                                                      \
+    "(SELECT string_agg(mn.level || ' ' || mn.idx || ' ' || encode(mn.hash, 'hex'), E'\\n')"       \
+    " FROM (SELECT l::smallint, (" M " >> l) # 1 FROM generate_series(0, 62) l"                    \
+    "   WHERE (" M " >> l) # 1 < " N " >> l"                                                       \
+    "   UNION SELECT l::smallint, (" N " >> l) - 1 FROM generate_series(0, 62) l"                  \
+    "   WHERE (" N " >> l) & 1 = 1) w(level, idx)"                                                 \
+    " JOIN merkle_nodes mn USING (level, idx) WHERE " M " < " N ")"
+
+/*
+ * Fills a plan from PROOF_NODES_SQL's lines (NULL or "" for none); lines the plan does not
+ * need are skipped. 0 when every planned node has its hash, -1 when one is missing or a line
+ * is malformed.
+ */
+int proof_nodes_fill_lines(struct proof_nodes *nodes, const char *lines);
+
+/*
  * The proofs, computed from filled nodes (the same sizes as planned). 0, or -1 when a node
  * is missing.
  */

@@ -181,15 +181,19 @@ static size_t note_text_len(const char *note, size_t len)
 static const char sql_proof[] =
     "SELECT t.factory_id, e.id IS NOT NULL, e.leaf_index, encode(e.record, 'hex'),"
     "  c.size, encode(c.root, 'hex'), c.note,"
-    "  a.ledger, a.state, a.ledger_ref, a.chain_id, a.block_number, " KEYS_SQL " FROM tags t"
-    " LEFT JOIN LATERAL (SELECT le.id, le.leaf_index, le.record FROM log_entries le"
-    "   WHERE le.tag_id = t.tag_id AND le.kind = 'tag' ORDER BY le.id LIMIT 1) e ON true"
-    " LEFT JOIN LATERAL (SELECT cp.size, cp.root, cp.note FROM checkpoints cp"
-    "   ORDER BY cp.size DESC LIMIT 1) c ON true"
-    " LEFT JOIN LATERAL (SELECT an.ledger, an.state, an.ledger_ref, an.chain_id,"
-    "   an.block_number FROM anchors an WHERE an.checkpoint_size = c.size"
-    "   ORDER BY an.state = 'confirmed' DESC, an.updated_at DESC, an.id DESC LIMIT 1) a ON true"
-    " WHERE t.tag_id = $1::uuid AND ($2::text = '' OR t.factory_id = $2::uuid)";
+    "  a.ledger, a.state, a.ledger_ref, a.chain_id, a.block_number, " KEYS_SQL ", " PROOF_NODES_SQL(
+        "e.leaf_index",
+        "c.size") " FROM tags t"
+                  " LEFT JOIN LATERAL (SELECT le.id, le.leaf_index, le.record FROM log_entries le"
+                  "   WHERE le.tag_id = t.tag_id AND le.kind = 'tag' ORDER BY le.id LIMIT 1) e ON "
+                  "true"
+                  " LEFT JOIN LATERAL (SELECT cp.size, cp.root, cp.note FROM checkpoints cp"
+                  "   ORDER BY cp.size DESC LIMIT 1) c ON true"
+                  " LEFT JOIN LATERAL (SELECT an.ledger, an.state, an.ledger_ref, an.chain_id,"
+                  "   an.block_number FROM anchors an WHERE an.checkpoint_size = c.size"
+                  "   ORDER BY an.state = 'confirmed' DESC, an.updated_at DESC, an.id DESC LIMIT "
+                  "1) a ON true"
+                  " WHERE t.tag_id = $1::uuid AND ($2::text = '' OR t.factory_id = $2::uuid)";
 
 enum {
     P_FACTORY,
@@ -204,7 +208,8 @@ enum {
     P_REF,
     P_CHAIN,
     P_BLOCK,
-    P_KEYS
+    P_KEYS,
+    P_NODES
 };
 
 struct fetch {
@@ -256,21 +261,16 @@ static void fetch_cache_store(struct fetch *f, const char *json)
     free(value);
 }
 
-static void fetch_nodes(void *arg, const struct pg_result_info *r)
+/* The plan is filled: the proof, the bundle, its check, the answer. Frees f. */
+static void fetch_answer(struct fetch *f)
 {
-    struct fetch *f = arg;
     struct http_req *req = f->req;
     struct proof_check checks[PROOF_CHECK_COUNT];
     struct proof_bundle *served = NULL;
     char *json = NULL, err[256];
     int failed = -1;
 
-    if (r->status != PG_OK) {
-        api_reply_db_error(req, r);
-        goto out;
-    }
-    if (plan_fill(&f->nodes, r->res) != 0 ||
-        proof_inclusion(f->h, &f->nodes, f->b.leaf_index, f->b.size, f->b.inclusion,
+    if (proof_inclusion(f->h, &f->nodes, f->b.leaf_index, f->b.size, f->b.inclusion,
                         &f->b.n_inclusion) != 0) {
         reply_internal(req, "the log's store lacks subtree hashes of a signed checkpoint");
         goto out;
@@ -321,6 +321,24 @@ out:
     proof_bundle_free(served);
     free(json);
     fetch_free(f);
+}
+
+/* sql_nodes' answer, when the leaf's statement did not bring every node (fetch_entry). */
+static void fetch_nodes(void *arg, const struct pg_result_info *r)
+{
+    struct fetch *f = arg;
+
+    if (r->status != PG_OK) {
+        api_reply_db_error(f->req, r);
+        fetch_free(f);
+        return;
+    }
+    if (plan_fill(&f->nodes, r->res) != 0) {
+        reply_internal(f->req, "the log's store lacks subtree hashes of a signed checkpoint");
+        fetch_free(f);
+        return;
+    }
+    fetch_answer(f);
 }
 
 /* 202: the tag is registered, its leaf not yet in a signed checkpoint (SPEC §6). */
@@ -430,7 +448,7 @@ static void fetch_entry(void *arg, const struct pg_result_info *r)
 
     /*
      * The checkpoint's own words (its origin) from the note's text; the signature, and so
-     * which of the log's keys made it, is checked once the bundle is written (fetch_nodes).
+     * which of the log's keys made it, is checked once the bundle is written (fetch_answer).
      */
     f->keys = PQgetisnull(res, 0, P_KEYS) ? NULL : strdup(PQgetvalue(res, 0, P_KEYS));
     text_len = note_text_len(b->note, b->note_len);
@@ -447,8 +465,16 @@ static void fetch_entry(void *arg, const struct pg_result_info *r)
     }
     fetch_anchor(b, res);
 
-    if (proof_plan_inclusion(f->h, b->leaf_index, b->size, &f->nodes) != 0 ||
-        plan_fetch(req, &f->nodes, fetch_nodes, f) != 0) {
+    if (proof_plan_inclusion(f->h, b->leaf_index, b->size, &f->nodes) != 0) {
+        reply_internal(req, "cannot plan the inclusion proof");
+        goto done;
+    }
+    if (proof_nodes_fill_lines(&f->nodes, PQgetvalue(res, 0, P_NODES)) == 0) {
+        fetch_answer(f);
+        return;
+    }
+    /* Not every node came with the row (a store that lacks one answers 500 below). */
+    if (plan_fetch(req, &f->nodes, fetch_nodes, f) != 0) {
         http_reply_problem(req, 503, NULL, NULL, "cannot reach the database", NULL);
         goto done;
     }

@@ -35,3 +35,7 @@ endforeach()
 add_executable(tagproof-mklog ${CMAKE_SOURCE_DIR}/tests/verifier/mklog.c)
 target_link_libraries(tagproof-mklog PRIVATE tagproof_lib_all)
 set_target_properties(tagproof-mklog PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+# test_proof_nodes runs PROOF_NODES_SQL itself; the proof module does not use libpq.
+if(TARGET test_proof_nodes)
+  target_link_libraries(test_proof_nodes PRIVATE PkgConfig::LIBPQ)
+endif()
