@@ -855,8 +855,12 @@ static void conn_collect_tx(struct pg_conn *c)
     while (c->req == r && !PQisBusy(c->pgc)) {
         PGresult *res = PQgetResult(c->pgc);
         if (res == NULL) {
-            if (++nulls > 1)
-                return; /* nothing more until the socket says so */
+            if (++nulls > 1) {
+                /* Nothing more until the socket says so — unless there is no socket left. */
+                if (PQstatus(c->pgc) == CONNECTION_BAD)
+                    conn_drop(c, PG_ERR_CONNECTION, PQerrorMessage(c->pgc), LOG_WARN);
+                return;
+            }
             continue;
         }
         nulls = 0;

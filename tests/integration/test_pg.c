@@ -382,6 +382,22 @@ static void test_pipelined_transaction(void **state)
     pg_pool_stats(p, &st);
     assert_int_equal(st.disconnects, 0);
     assert_int_equal(st.idle, 1);
+
+    /* A connection lost in the middle: the caller hears it at once, not at its deadline. */
+    const struct pg_call slow = {.sql = "SELECT pg_sleep(5)"};
+    pgs_res_clear(&r);
+    int64_t t0 = ts_now_ms();
+    assert_int_equal(pg_query_tx(p, 8000, pgs_on_result, &r, &who, &slow), 0);
+    pgs_run_for(base, 300);
+    assert_int_equal(pgs_psql(&pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                   " WHERE query = 'SELECT pg_sleep(5)'"),
+                     0);
+    assert_int_equal(pgs_run_until(base, &r.calls, 1, 8000), 0);
+    assert_int_equal(r.status, PG_ERR_CONNECTION);
+    assert_true(r.done_ms - t0 < 3000);
+    assert_true(pgs_wait_ok(base, p, "SELECT 1", 5000) >= 0);
+    assert_int_equal(tx_run(p, &who, "SELECT current_setting('t.who')", 0, 0, NULL, &r), PG_OK);
+    assert_string_equal(r.value, "alice");
     pgs_res_clear(&r);
     pg_pool_free(p);
 }
