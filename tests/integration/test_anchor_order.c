@@ -13,6 +13,7 @@
  * The test works in a database of its own, so the log of other tests is never touched.
  */
 #include "support.h"
+#include "pq_sync.h"
 
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -31,35 +32,6 @@ static void url_for(char *out, size_t len, const char *base)
 {
     const char *slash = strrchr(base, '/');
     snprintf(out, len, "%.*s/%s", (int)(slash - base), base, dbname);
-}
-
-static PGconn *connect_to(const char *url, int tenant_all)
-{
-    static const char *const keys[] = {"dbname", "options", NULL};
-    const char *const values[] = {url, tenant_all ? "-c tagproof.tenant=all" : "", NULL};
-    PGconn *c = PQconnectdbParams(keys, values, 1);
-    if (PQstatus(c) != CONNECTION_OK)
-        fail_msg("connect: %s", PQerrorMessage(c));
-    return c;
-}
-
-static void exec_ok(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-}
-
-static long long value(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-    long long v = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return v;
 }
 
 #define INSERT_REVOKE                                                                              \

@@ -7,6 +7,7 @@
  * and the proof computed from them verifies against the naive root.
  */
 #include "support.h"
+#include "pq_sync.h"
 
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -26,14 +27,6 @@ static uint8_t leaves[LEAVES][MERKLE_HASH_LEN];
 static void naive(struct merkle_hasher *h, uint64_t a, uint64_t b, uint8_t out[MERKLE_HASH_LEN])
 {
     ts_naive_mth(h, (const uint8_t(*)[MERKLE_HASH_LEN])leaves, a, b, out);
-}
-
-static void exec_ok(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
 }
 
 /* The SQL's lines for (m, n), the plan filled from them, the proof checked. */
