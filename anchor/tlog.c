@@ -280,16 +280,130 @@ static uint64_t be64(const char *p)
     return v;
 }
 
+/*
+ * One append's writes, gathered as array literals: the queued leaves given their indexes
+ * (ids), the leaves of expanded uploads inserted (tags, with the upload entry each came
+ * from), the upload entries' progress, and the subtrees completed.
+ */
+struct append {
+    struct buf ids, leaves, hashes;
+    size_t n_queued;
+    struct buf tags, tag_leaves, tag_hashes, tag_entries;
+    size_t n_tags;
+    struct buf up_ids, up_cursors, up_done;
+    size_t n_uploads;
+    struct nodes ns;
+};
+
+static int append_failed(const struct append *ap)
+{
+    return ap->ids.failed || ap->leaves.failed || ap->hashes.failed || ap->tags.failed ||
+           ap->tag_leaves.failed || ap->tag_hashes.failed || ap->tag_entries.failed ||
+           ap->up_ids.failed || ap->up_cursors.failed || ap->up_done.failed ||
+           ap->ns.levels.failed || ap->ns.idxs.failed || ap->ns.hashes.failed;
+}
+
+static void append_free(struct append *ap)
+{
+    struct buf *all[] = {&ap->ids,        &ap->leaves,     &ap->hashes,      &ap->tags,
+                         &ap->tag_leaves, &ap->tag_hashes, &ap->tag_entries, &ap->up_ids,
+                         &ap->up_cursors, &ap->up_done,    &ap->ns.levels,   &ap->ns.idxs,
+                         &ap->ns.hashes};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        free(all[i]->p);
+}
+
+/* Hashes a record into the frontier as the next leaf; its index and hash go to *index, leaf. */
+static int append_leaf(struct tlog *t, struct merkle_frontier *f, struct append *ap,
+                       const char *record, size_t len, uint64_t *index,
+                       uint8_t leaf[MERKLE_HASH_LEN])
+{
+    *index = f->size;
+    merkle_leaf_hash(t->hasher, record, len, leaf);
+    return merkle_frontier_append(t->hasher, f, leaf, collect_node, &ap->ns);
+}
+
+/*
+ * The next tags of an upload entry (SPEC §7 records built from their rows, in tag order after
+ * its cursor), at most room of them, appended as leaves. *used gets how many; the entry is
+ * done when fewer than room were left.
+ */
+static int expand_upload(struct tlog *t, PGconn *conn, struct merkle_frontier *f, struct append *ap,
+                         PGresult *queue, int row, int room, int *used, char *err, size_t errlen)
+{
+    char lim[16], id[24];
+    snprintf(lim, sizeof(lim), "%d", room);
+    snprintf(id, sizeof(id), "%" PRIu64, be64(PQgetvalue(queue, row, 0)));
+    const char *cursor = PQgetisnull(queue, row, 5) ? NULL : PQgetvalue(queue, row, 5);
+    const char *p[4] = {PQgetvalue(queue, row, 4), PQgetvalue(queue, row, 3), cursor, lim};
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT t.tag_id::text, tagproof_tag_record(t) FROM tags t"
+                                 " WHERE t.batch_id = $1::uuid AND t.upload_id = $2::uuid"
+                                 " AND ($3::uuid IS NULL OR t.tag_id > $3::uuid)"
+                                 " ORDER BY t.tag_id LIMIT $4::int",
+                                 4, NULL, p, NULL, NULL, 1);
+    if (exec_ok(conn, res, PGRES_TUPLES_OK, "reading an upload's tags", err, errlen) != 0) {
+        PQclear(res);
+        return -1;
+    }
+    int n = PQntuples(res);
+    for (int r = 0; r < n; r++) {
+        uint64_t index;
+        uint8_t leaf[MERKLE_HASH_LEN];
+        if (append_leaf(t, f, ap, PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), &index,
+                        leaf) != 0) {
+            snprintf(err, errlen, "out of memory (or a full tree)");
+            PQclear(res);
+            return -1;
+        }
+        buf_sep(&ap->tags, ap->n_tags);
+        buf_sep(&ap->tag_leaves, ap->n_tags);
+        buf_sep(&ap->tag_hashes, ap->n_tags);
+        buf_sep(&ap->tag_entries, ap->n_tags);
+        buf_str(&ap->tags, PQgetvalue(res, r, 0));
+        buf_u64(&ap->tag_leaves, index);
+        buf_hash(&ap->tag_hashes, leaf);
+        buf_str(&ap->tag_entries, id);
+        ap->n_tags++;
+    }
+    /* Progress: the last tag appended (or the old cursor), and whether the upload is done. */
+    buf_sep(&ap->up_ids, ap->n_uploads);
+    buf_sep(&ap->up_cursors, ap->n_uploads);
+    buf_sep(&ap->up_done, ap->n_uploads);
+    buf_str(&ap->up_ids, id);
+    buf_str(&ap->up_cursors, n > 0 ? PQgetvalue(res, n - 1, 0) : cursor != NULL ? cursor : "NULL");
+    buf_str(&ap->up_done, n < room ? "t" : "f");
+    ap->n_uploads++;
+    *used = n;
+    PQclear(res);
+    return 0;
+}
+
+/* Runs a statement with array parameters that must touch exactly want rows. */
+static int exec_rows(PGconn *conn, const char *sql, int nparams, const char *const *params,
+                     size_t want, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    int rc = exec_ok(conn, res, PGRES_COMMAND_OK, what, err, errlen);
+    if (rc == 0 && strtoull(PQcmdTuples(res), NULL, 10) != want) {
+        snprintf(err, errlen, "%s: %s rows, expected %zu", what, PQcmdTuples(res), want);
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
 int tlog_append(struct tlog *t, PGconn *conn, int max, int *appended, char *err, size_t errlen)
 {
     struct merkle_frontier f = t->frontier;
-    struct nodes ns = {0};
-    struct buf ids = {0}, leaves = {0}, hashes = {0};
+    struct append ap = {0};
     PGresult *res = NULL;
     char limit[16];
     int rc = -1, in_tx = 0, n = 0;
 
     *appended = 0;
+    if (max < 1)
+        max = 1;
     if (!t->restored) {
         snprintf(err, errlen, "the frontier was not restored");
         return -1;
@@ -297,77 +411,115 @@ int tlog_append(struct tlog *t, PGconn *conn, int max, int *appended, char *err,
     if (exec_cmd(conn, "BEGIN", err, errlen) != 0)
         goto done;
     in_tx = 1;
-    snprintf(limit, sizeof(limit), "%d", max > 0 ? max : 1);
+    snprintf(limit, sizeof(limit), "%d", max);
     const char *p1[1] = {limit};
-    /* Binary results: the id as a big-endian int8, the record as its raw bytes. */
+    /* Binary results: the id as a big-endian int8, the record as its raw bytes, text as is. */
     res = PQexecParams(conn,
-                       "SELECT id, record FROM log_entries WHERE leaf_index IS NULL"
+                       "SELECT id, record, kind, upload_id::text, batch_id::text,"
+                       " expanded_to::text FROM log_entries"
+                       " WHERE leaf_index IS NULL AND appended_at IS NULL"
                        " ORDER BY id LIMIT $1::int FOR UPDATE",
                        1, NULL, p1, NULL, NULL, 1);
     if (exec_ok(conn, res, PGRES_TUPLES_OK, "reading pending log entries", err, errlen) != 0)
         goto done;
-    n = PQntuples(res);
-    if (n == 0) {
-        rc = 0;
-        goto done;
-    }
-    for (int r = 0; r < n; r++) {
-        uint8_t leaf[MERKLE_HASH_LEN];
+    for (int r = 0; r < PQntuples(res) && n < max; r++) {
         if (PQgetlength(res, r, 0) != 8) {
             snprintf(err, errlen, "unexpected id format");
             goto done;
         }
-        uint64_t index = f.size;
-        merkle_leaf_hash(t->hasher, PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), leaf);
-        if (merkle_frontier_append(t->hasher, &f, leaf, collect_node, &ns) != 0) {
+        if (strcmp(PQgetvalue(res, r, 2), "upload") == 0) {
+            int used = 0;
+            if (expand_upload(t, conn, &f, &ap, res, r, max - n, &used, err, errlen) != 0)
+                goto done;
+            n += used;
+            continue;
+        }
+        uint64_t index;
+        uint8_t leaf[MERKLE_HASH_LEN];
+        if (append_leaf(t, &f, &ap, PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1), &index,
+                        leaf) != 0) {
             snprintf(err, errlen, "out of memory (or a full tree)");
             goto done;
         }
-        buf_sep(&ids, (size_t)r);
-        buf_sep(&leaves, (size_t)r);
-        buf_sep(&hashes, (size_t)r);
-        buf_u64(&ids, be64(PQgetvalue(res, r, 0)));
-        buf_u64(&leaves, index);
-        buf_hash(&hashes, leaf);
+        buf_sep(&ap.ids, ap.n_queued);
+        buf_sep(&ap.leaves, ap.n_queued);
+        buf_sep(&ap.hashes, ap.n_queued);
+        buf_u64(&ap.ids, be64(PQgetvalue(res, r, 0)));
+        buf_u64(&ap.leaves, index);
+        buf_hash(&ap.hashes, leaf);
+        ap.n_queued++;
+        n++;
     }
-    buf_end(&ids, (size_t)n);
-    buf_end(&leaves, (size_t)n);
-    buf_end(&hashes, (size_t)n);
-    buf_end(&ns.levels, ns.n);
-    buf_end(&ns.idxs, ns.n);
-    buf_end(&ns.hashes, ns.n);
-    if (ids.failed || leaves.failed || hashes.failed || ns.levels.failed || ns.idxs.failed ||
-        ns.hashes.failed) {
+    PQclear(res);
+    res = NULL;
+    if (ap.n_queued == 0 && ap.n_uploads == 0) {
+        rc = 0;
+        goto done;
+    }
+    buf_end(&ap.ids, ap.n_queued);
+    buf_end(&ap.leaves, ap.n_queued);
+    buf_end(&ap.hashes, ap.n_queued);
+    buf_end(&ap.tags, ap.n_tags);
+    buf_end(&ap.tag_leaves, ap.n_tags);
+    buf_end(&ap.tag_hashes, ap.n_tags);
+    buf_end(&ap.tag_entries, ap.n_tags);
+    buf_end(&ap.up_ids, ap.n_uploads);
+    buf_end(&ap.up_cursors, ap.n_uploads);
+    buf_end(&ap.up_done, ap.n_uploads);
+    buf_end(&ap.ns.levels, ap.ns.n);
+    buf_end(&ap.ns.idxs, ap.ns.n);
+    buf_end(&ap.ns.hashes, ap.ns.n);
+    if (append_failed(&ap)) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    PQclear(res);
-    const char *p3[3] = {ids.p, leaves.p, hashes.p};
-    res = PQexecParams(conn,
-                       "UPDATE log_entries e SET leaf_index = v.leaf_index,"
-                       " leaf_hash = decode(v.leaf_hash, 'hex'), appended_at = now()"
-                       " FROM unnest($1::bigint[], $2::bigint[], $3::text[])"
-                       " AS v(id, leaf_index, leaf_hash)"
-                       " WHERE e.id = v.id AND e.leaf_index IS NULL",
-                       3, NULL, p3, NULL, NULL, 0);
-    if (exec_ok(conn, res, PGRES_COMMAND_OK, "assigning leaf indexes", err, errlen) != 0)
+    const char *p3[3] = {ap.ids.p, ap.leaves.p, ap.hashes.p};
+    if (ap.n_queued > 0 &&
+        exec_rows(conn,
+                  "UPDATE log_entries e SET leaf_index = v.leaf_index,"
+                  " leaf_hash = decode(v.leaf_hash, 'hex'), appended_at = now()"
+                  " FROM unnest($1::bigint[], $2::bigint[], $3::text[])"
+                  " AS v(id, leaf_index, leaf_hash)"
+                  " WHERE e.id = v.id AND e.leaf_index IS NULL",
+                  3, p3, ap.n_queued, "assigning leaf indexes", err, errlen) != 0)
         goto done;
-    if (atoi(PQcmdTuples(res)) != n) {
-        snprintf(err, errlen, "assigned %s leaf indexes, expected %d", PQcmdTuples(res), n);
+    /*
+     * The leaves of expanded uploads, their records built again from the rows: a leaf is
+     * stored only if its record hashes to what was appended, so a row that changed between the
+     * two reads fails the append instead of storing a leaf that disagrees with its hash.
+     */
+    const char *p4[4] = {ap.tags.p, ap.tag_leaves.p, ap.tag_hashes.p, ap.tag_entries.p};
+    if (ap.n_tags > 0 &&
+        exec_rows(conn,
+                  "INSERT INTO log_entries (kind, factory_id, tag_id, batch_id, record, queued_at,"
+                  " leaf_index, leaf_hash, appended_at)"
+                  " SELECT 'tag', t.factory_id, t.tag_id, t.batch_id, tagproof_tag_record(t),"
+                  " q.queued_at, v.leaf_index, decode(v.leaf_hash, 'hex'), now()"
+                  " FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[])"
+                  " AS v(tag_id, leaf_index, leaf_hash, entry)"
+                  " JOIN tags t ON t.tag_id = v.tag_id JOIN log_entries q ON q.id = v.entry"
+                  " WHERE sha256('\\x00'::bytea || tagproof_tag_record(t))"
+                  " = decode(v.leaf_hash, 'hex')"
+                  " ORDER BY v.leaf_index",
+                  4, p4, ap.n_tags, "storing the leaves of uploads", err, errlen) != 0)
         goto done;
-    }
-    PQclear(res);
-    const char *p4[3] = {ns.levels.p, ns.idxs.p, ns.hashes.p};
-    res = PQexecParams(
-        conn,
-        "INSERT INTO merkle_nodes (level, idx, hash)"
-        " SELECT level, idx, decode(hash, 'hex')"
-        " FROM unnest($1::smallint[], $2::bigint[], $3::text[]) AS v(level, idx, hash)",
-        3, NULL, p4, NULL, NULL, 0);
-    if (exec_ok(conn, res, PGRES_COMMAND_OK, "storing subtree hashes", err, errlen) != 0)
+    const char *p5[3] = {ap.up_ids.p, ap.up_cursors.p, ap.up_done.p};
+    if (ap.n_uploads > 0 &&
+        exec_rows(conn,
+                  "UPDATE log_entries e SET expanded_to = v.cursor,"
+                  " appended_at = CASE WHEN v.done THEN now() END"
+                  " FROM unnest($1::bigint[], $2::uuid[], $3::boolean[]) AS v(id, cursor, done)"
+                  " WHERE e.id = v.id AND e.kind = 'upload' AND e.appended_at IS NULL",
+                  3, p5, ap.n_uploads, "recording the expansion of uploads", err, errlen) != 0)
         goto done;
-    PQclear(res);
-    res = NULL;
+    const char *p6[3] = {ap.ns.levels.p, ap.ns.idxs.p, ap.ns.hashes.p};
+    if (ap.ns.n > 0 &&
+        exec_rows(conn,
+                  "INSERT INTO merkle_nodes (level, idx, hash)"
+                  " SELECT level, idx, decode(hash, 'hex')"
+                  " FROM unnest($1::smallint[], $2::bigint[], $3::text[]) AS v(level, idx, hash)",
+                  3, p6, ap.ns.n, "storing subtree hashes", err, errlen) != 0)
+        goto done;
     hook(t, "append_before_commit");
     in_tx = 0;
     if (exec_cmd(conn, "COMMIT", err, errlen) != 0) {
@@ -385,12 +537,7 @@ done:
     if (rc != 0)
         t->restored = 0;
     PQclear(res);
-    free(ids.p);
-    free(leaves.p);
-    free(hashes.p);
-    free(ns.levels.p);
-    free(ns.idxs.p);
-    free(ns.hashes.p);
+    append_free(&ap);
     return rc;
 }
 

@@ -51,4 +51,16 @@ int db_txn_commit(struct db_txn *t, pg_result_fn cb, void *arg);
 /* Rolls back (the connection's release does it) and frees t. */
 void db_txn_rollback(struct db_txn *t);
 
+/*
+ * A lateral subquery (for SQL text, after LEFT JOIN LATERAL) giving the log entry of the tag
+ * t: its registration leaf, or while that leaf does not exist yet, the entry that queues it
+ * (its upload's, migrations/0007_log_queue.sql), whose leaf_index is NULL. Columns: id,
+ * leaf_index, record, queued_at, appended_at.
+ */
+#define DB_TAG_LOG_ENTRY_SQL                                                                       \
+    "(SELECT le.id, le.leaf_index, le.record, le.queued_at, le.appended_at FROM log_entries le"    \
+    "  WHERE (le.tag_id = t.tag_id AND le.kind = 'tag')"                                           \
+    "   OR (le.kind = 'upload' AND le.upload_id = t.upload_id)"                                    \
+    "  ORDER BY le.kind = 'upload', le.id LIMIT 1)"
+
 #endif

@@ -11,10 +11,10 @@
  *           All-or-nothing: the first bad row aborts the COPY, and the rest of the body is
  *           only validated (for the report) and hashed.
  *   finish  COPY end; the owner is answered (202, the resource). Then, in the COPY's
- *           transaction: a savepoint, INSERT INTO tags ... SELECT FROM staging and the same
- *           for log_entries (the SPEC §7 leaf of each tag), both in tag order so that the
- *           primary key and the leaves' tag index fill page after page rather than at
- *           random; the upload row completed; COMMIT. A unique violation (a tag registered
+ *           transaction: a savepoint, INSERT INTO tags ... SELECT FROM staging in tag order,
+ *           so that the primary key fills page after page rather than at random; one log
+ *           entry queuing the SPEC §7 leaves of the upload's tags (the anchor expands it);
+ *           the upload row completed; COMMIT. A unique violation (a tag registered
  *           already, perhaps by another factory, whose row the tenant cannot even see) rolls
  *           back to the savepoint and takes the slow path: ON CONFLICT DO NOTHING, and the
  *           staged rows that were not inserted are the conflicts, reported by line.
@@ -792,16 +792,13 @@ void loader_end(struct loader *l, int complete)
  */
 
 /*
- * What every leaf record ends with (SPEC §7): "\n<factory>\n<batch>\n<product>\n<time>\n",
- * with the registration time as tags stores it, truncated to the second, in UTC. now() is the
- * transaction's start, the same in every statement of it. $1 factory, $2 batch, $3 product.
+ * The leaves of the upload's tags (SPEC §7), queued as one log entry naming the upload: the
+ * anchor's leader expands it into one appended leaf a tag, in tag order, when it reaches it
+ * (migrations/0007_log_queue.sql). $1 factory, $2 batch, `upload` the upload's parameter.
  */
-#define LEAF_REST                                                                                  \
-    "(SELECT E'\\n' || $1::text || E'\\n' || $2::text || E'\\n' || $3::text || E'\\n' ||"          \
-    " to_char(date_trunc('second', now()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"   \
-    " || E'\\n' AS rest) c"
-#define LEAF_RECORD(tag)                                                                           \
-    "convert_to('tagproof/tag/v1' || E'\\n' || " tag "::text || c.rest, 'UTF8')"
+#define QUEUE_LEAVES(upload)                                                                       \
+    "INSERT INTO log_entries (kind, factory_id, batch_id, upload_id, record)"                      \
+    " SELECT 'upload', $1::text::uuid, $2::text::uuid, " upload "::text::uuid, ''::bytea"
 #define TAGS_INSERT                                                                                \
     "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, serial, upload_id, "              \
     "registered_at)"                                                                               \
@@ -951,22 +948,21 @@ static void slow_merge(struct loader *l)
     const char *v[] = {l->factory_id, l->batch_id, l->product_id, l->upload_id,
                        l->mode == INGEST_SKIP_INVALID ? "true" : "false"};
     if (txn_query(l, 0, on_merge_step, "ROLLBACK TO SAVEPOINT merge", 0, NULL) != 0 ||
-        txn_query(l, long_ms(l), on_slow_merged,
-                  "WITH ins AS (" TAGS_INSERT " ON CONFLICT (tag_id) DO NOTHING"
-                  "  RETURNING tag_id),"
-                  " le AS (INSERT INTO log_entries (kind, factory_id, tag_id, batch_id, record)"
-                  "  SELECT 'tag', $1::text::uuid, i.tag_id, $2::text::uuid, " LEAF_RECORD(
-                      "i.tag_id") " FROM ins i, " LEAF_REST " WHERE $5::boolean),"
-                                  " gone AS (DELETE FROM upload_staging s WHERE $5::boolean"
-                                  "  AND NOT EXISTS (SELECT 1 FROM ins i WHERE i.tag_id = "
-                                  "s.tag))"
-                                  " SELECT n.c, x.line, x.tag"
-                                  " FROM (SELECT count(*) AS c FROM ins) n"
-                                  " LEFT JOIN LATERAL (SELECT s.line, s.tag::text AS tag"
-                                  "  FROM upload_staging s WHERE NOT EXISTS"
-                                  "  (SELECT 1 FROM ins i WHERE i.tag_id = s.tag)"
-                                  "  ORDER BY s.line LIMIT 1000) x ON true",
-                  5, v) != 0)
+        txn_query(
+            l, long_ms(l), on_slow_merged,
+            "WITH ins AS (" TAGS_INSERT " ON CONFLICT (tag_id) DO NOTHING"
+            "  RETURNING tag_id),"
+            " le AS (" QUEUE_LEAVES("$4") " WHERE $5::boolean AND EXISTS (SELECT 1 FROM ins)),"
+                                          " gone AS (DELETE FROM upload_staging s WHERE $5::boolean"
+                                          "  AND NOT EXISTS (SELECT 1 FROM ins i WHERE i.tag_id = "
+                                          "s.tag))"
+                                          " SELECT n.c, x.line, x.tag"
+                                          " FROM (SELECT count(*) AS c FROM ins) n"
+                                          " LEFT JOIN LATERAL (SELECT s.line, s.tag::text AS tag"
+                                          "  FROM upload_staging s WHERE NOT EXISTS"
+                                          "  (SELECT 1 FROM ins i WHERE i.tag_id = s.tag)"
+                                          "  ORDER BY s.line LIMIT 1000) x ON true",
+            5, v) != 0)
         fail_db(l, &(struct pg_result_info){.status = PG_ERR_CONNECTION, .message = "send"},
                 "merge");
 }
@@ -986,12 +982,12 @@ static void on_tags_inserted(void *arg, const struct pg_result_info *r)
     }
     l->imported = strtoull(PQcmdTuples((PGresult *)r->res), NULL, 10);
     l->t_tags = mono_ms();
-    const char *v[] = {l->factory_id, l->batch_id, l->product_id};
-    if (txn_query(l, long_ms(l), on_logged,
-                  "INSERT INTO log_entries (kind, factory_id, tag_id, batch_id, record)"
-                  " SELECT 'tag', $1::text::uuid, s.tag, $2::text::uuid, " LEAF_RECORD(
-                      "s.tag") " FROM upload_staging s, " LEAF_REST " ORDER BY s.tag",
-                  3, v) != 0)
+    if (l->imported == 0) {
+        on_logged(l, r); /* nothing imported, nothing to log */
+        return;
+    }
+    const char *v[] = {l->factory_id, l->batch_id, l->upload_id};
+    if (txn_query(l, 0, on_logged, QUEUE_LEAVES("$3"), 3, v) != 0)
         fail_db(l, &(struct pg_result_info){.status = PG_ERR_CONNECTION, .message = "send"},
                 "log_entries");
 }

@@ -184,9 +184,7 @@ static const char sql_proof[] =
     "  a.ledger, a.state, a.ledger_ref, a.chain_id, a.block_number, " KEYS_SQL ", " PROOF_NODES_SQL(
         "e.leaf_index",
         "c.size") " FROM tags t"
-                  " LEFT JOIN LATERAL (SELECT le.id, le.leaf_index, le.record FROM log_entries le"
-                  "   WHERE le.tag_id = t.tag_id AND le.kind = 'tag' ORDER BY le.id LIMIT 1) e ON "
-                  "true"
+                  " LEFT JOIN LATERAL " DB_TAG_LOG_ENTRY_SQL " e ON true"
                   " LEFT JOIN LATERAL (SELECT cp.size, cp.root, cp.note FROM checkpoints cp"
                   "   ORDER BY cp.size DESC LIMIT 1) c ON true"
                   " LEFT JOIN LATERAL (SELECT an.ledger, an.state, an.ledger_ref, an.chain_id,"

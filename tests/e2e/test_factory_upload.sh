@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CSV uploads (SPEC §6) against the real tagproof-factory, PostgreSQL, Redis and tagproof-scan:
-# the happy path with every accepted quirk of the format, rows in tags and log_entries (the
-# exact leaf record), the Redis cache and a first scan that hits it, progress while a slow
+# the happy path with every accepted quirk of the format, rows in tags and the one log entry
+# that queues their leaves (the exact leaf record), the Redis cache and a first scan that hits it, progress while a slow
 # client sends, all-or-nothing and skip-invalid with line-numbered errors, tags registered by
 # this or another factory, every kind of bad input (counting rows to prove nothing was
 # imported), 413 before the body, Idempotency-Key, truncated bodies, roles and tenants.
@@ -94,12 +94,15 @@ check "…with its counts" jq -e '.status == "completed" and .rows_total == 3 an
 check "3 rows in tags for the upload" test "$(tags_of_upload "$id")" = 3
 check "…stored lower case, with their serials" test "$(sql "SELECT string_agg(serial, '|' ORDER BY serial NULLS LAST) || '/' || bool_and(tag_id::text = lower(tag_id::text)) FROM tags WHERE tag_id IN ('$t1', '$t2', '$t3')")" = 'SN-1|SN-\2/true'
 check "…of the batch's factory and product" test "$(sql "SELECT count(*) FROM tags WHERE upload_id = '$id' AND factory_id = '$F_a' AND product_id = '$P_a' AND batch_id = '$B_a'")" = 3
-check "3 leaves in log_entries (queued, or appended by an anchor another test runs)" test "$(sql "SELECT count(*) FROM log_entries WHERE kind = 'tag' AND tag_id IN ('$t1', '$t2', '$t3')")" = 3
+happy_id=$id
+check "one log entry queues the upload's leaves" test "$(sql "SELECT count(*) FROM log_entries WHERE kind = 'upload' AND upload_id = '$id' AND batch_id = '$B_a' AND factory_id = '$F_a'")" = 1
+check "…and no leaf of them exists before the anchor expands it (or all three, if an anchor another test runs did)" \
+  test "$(sql "SELECT count(*) FILTER (WHERE e.kind = 'tag') = CASE WHEN bool_or(e.appended_at IS NOT NULL) FILTER (WHERE e.kind = 'upload') THEN 3 ELSE 0 END FROM log_entries e WHERE e.upload_id = '$id' OR e.tag_id IN ('$t1', '$t2', '$t3')")" = t
 epoch=$(sql "SELECT extract(epoch FROM registered_at)::bigint FROM tags WHERE tag_id = '$t1'")
 want=$(printf 'tagproof/tag/v1\n%s\n%s\n%s\n%s\n%s\n' "$t1" "$F_a" "$B_a" "$P_a" \
   "$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)" | od -An -tx1 | tr -d ' \n')
-got=$(sql "SELECT encode(record, 'hex') FROM log_entries WHERE tag_id = '$t1'")
-check "the leaf record is SPEC §7's text, byte for byte" test "$got" = "$want"
+got=$(sql "SELECT encode(tagproof_tag_record(t), 'hex') FROM tags t WHERE tag_id = '$t1'")
+check "the leaf record the anchor will append is SPEC §7's text, byte for byte" test "$got" = "$want"
 rkey="tp:t:$t1"
 check "the new tag is in the Redis cache" test "$(redis-cli -u "$TAGPROOF_TEST_REDIS_URL" HGET "$rkey" b)" = "$B_a"
 check "…described as the scan service describes it" bash -c "redis-cli -u '$TAGPROOF_TEST_REDIS_URL' HGET '$rkey' d | jq -e --arg p '$P_a' --arg f '$F_a' '.product.id == \$p and .product.sku == \"SKU-a\" and .batch.code == \"B-a\" and .factory.id == \$f' >/dev/null"
@@ -161,7 +164,7 @@ UPLOAD_QUERY='?mode=skip-invalid' run_upload "$K_a" "$B_a" "$work/bad.csv"
 check "skip-invalid imports the valid rows" test "$up_status" = completed
 check "…reports the others" jq -e '.mode == "skip-invalid" and .rows_total == 7 and .rows_accepted == 2 and .rows_rejected == 5 and ([.errors[].line] == [3, 5, 6, 7, 8])' "$work/body"
 check "…and imported exactly the two new tags" test "$(sql "SELECT string_agg(tag_id::text, ',' ORDER BY tag_id) FROM tags WHERE upload_id = '$up_id'")" = "$(printf '%s\n' "$n1" "$d" | sort | paste -sd,)"
-check "…with their two leaves" test "$(sql "SELECT count(*) FROM log_entries WHERE tag_id IN ('$n1', '$d')")" = 2
+check "…with their leaves queued" test "$(sql "SELECT count(*) FROM log_entries WHERE kind = 'upload' AND upload_id = '$up_id'")" = 1
 check "…and cached them" test "$(redis-cli -u "$TAGPROOF_TEST_REDIS_URL" EXISTS "tp:t:$n1" "tp:t:$d")" = 2
 check "factory b's tag is not cached as factory a's" bash -c "[ \"\$(redis-cli -u '$TAGPROOF_TEST_REDIS_URL' HGET 'tp:t:$tb' b)\" != '$B_a' ]"
 api POST "/v1/batches/$B_a/tags?mode=all" -H "X-Api-Key: $K_a" -H 'Content-Type: text/csv' --data-binary "@$work/b.csv"
@@ -376,6 +379,15 @@ check "…and a tag whose factory is not its batch's" test "$(sql_state "INSERT 
 check "…and a tag whose product is not its batch's" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_b')")" = 23503
 check "…and a tag of an upload that does not exist" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_a', '$(uuid)')")" = 23503
 check "…and a leaf of another factory's batch" test "$(sql_state "INSERT INTO log_entries (kind, factory_id, batch_id, record) VALUES ('revoke', '$F_b', '$B_a', 'x')")" = 23503
+# svc_state SQL — the same as the services' role, with every tenant visible.
+svc_state() {
+  PGOPTIONS='-c tagproof.tenant=all' psql "$TAGPROOF_TEST_PG_URL" -qAt -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -c "$1" >/dev/null 2>"$work/sqlerr" && echo ok && return
+  sed -n 's/^ERROR: *//p' "$work/sqlerr" | head -1
+}
+check "the services may not change a tag's registration (its leaf is read from it later)" test "$(svc_state "UPDATE tags SET batch_id = batch_id WHERE tag_id = '$t1'")" = 42501
+check "…nor delete a tag" test "$(svc_state "DELETE FROM tags WHERE tag_id = '$t1'")" = 42501
+check "…but record its first scan" test "$(svc_state "UPDATE tags SET first_scanned_at = first_scanned_at WHERE tag_id = '$t1'")" = ok
+check "an upload's log entry cannot be turned to another upload" test "$(sql_state "UPDATE log_entries SET upload_id = '$(uuid)' WHERE kind = 'upload' AND upload_id = '$happy_id'")" = 23000
 check "a batch with tags cannot be deleted" test "$(sql_state "DELETE FROM batches WHERE id = '$B_a'")" = 23503
 empty_batch=$(uuid)
 sql "INSERT INTO batches (id, factory_id, product_id, code) VALUES ('$empty_batch', '$F_a', '$P_a', 'B-empty')"

@@ -6,6 +6,13 @@
  * over the records, and every checkpoint note verifies. A batch whose session is killed just
  * before its COMMIT leaves nothing behind, and the log goes on from where it was.
  *
+ * Then uploads (migrations/0007_log_queue.sql): two upload entries queued around two
+ * revocations are expanded, in pages of random sizes that end in the middle of an upload,
+ * into exactly the leaves SPEC §7 defines (records formatted here, independently), each
+ * upload's tags in tag order at the upload's place in the queue; a crash in the middle of an
+ * expansion leaves its cursor where it was; and the log's root is the naive root of every
+ * leaf.
+ *
  * The test works in a database of its own.
  */
 #include "support.h"
@@ -15,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "merkle.h"
@@ -23,6 +31,15 @@
 #include "tlog.h"
 
 #define ENTRIES 1000
+#define UP1 257 /* tags of the first upload */
+#define UP2 3   /* of the second */
+#define EXTRA (UP1 + UP2 + 2)
+#define FACTORY "11111111-1111-4111-8111-111111111111"
+#define PRODUCT "22222222-2222-4222-8222-222222222222"
+#define BATCH "33333333-3333-4333-8333-333333333333"
+#define UPLOAD1 "44444444-4444-4444-8444-444444444441"
+#define UPLOAD2 "44444444-4444-4444-8444-444444444442"
+#define REG_BASE 1767323045 /* 2026-01-02T03:04:05Z: tag i registered i seconds later */
 
 static char owner_url[512], svc_url[512], dbname[64];
 static uint8_t leaves[ENTRIES][MERKLE_HASH_LEN];
@@ -228,10 +245,192 @@ static void test_append_checkpoint_and_crash(void **state)
     note_signer_free(signer);
 }
 
+/* --- uploads ------------------------------------------------------------------------------- */
+
+struct upload_tag {
+    char id[37];
+    long reg; /* seconds after REG_BASE */
+};
+
+static int by_id(const void *a, const void *b)
+{
+    return strcmp(((const struct upload_tag *)a)->id, ((const struct upload_tag *)b)->id);
+}
+
+/* SPEC §7's record of a tag registration, formatted here. */
+static size_t tag_record(const struct upload_tag *t, char *out, size_t len)
+{
+    time_t at = (time_t)(REG_BASE + t->reg);
+    struct tm tm;
+    char when[32];
+    gmtime_r(&at, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return (size_t)snprintf(out, len, "tagproof/tag/v1\n%s\n%s\n%s\n%s\n%s\n", t->id, FACTORY,
+                            BATCH, PRODUCT, when);
+}
+
+/* The tags of an upload: stored (by the schema owner, as the factory API would) and sorted. */
+static void make_upload(PGconn *o, const char *upload, struct upload_tag *tags, int n,
+                        unsigned *rnd, long reg0)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO uploads (id, factory_id, batch_id, status) VALUES ('%s', '%s', '%s', "
+             "'completed')",
+             upload, FACTORY, BATCH);
+    exec_ok(o, sql);
+    for (int i = 0; i < n; i++) {
+        snprintf(tags[i].id, sizeof(tags[i].id), "%08x-%04x-4%03x-8%03x-%012x", rand_r(rnd),
+                 (unsigned)rand_r(rnd) & 0xffff, (unsigned)rand_r(rnd) & 0xfff,
+                 (unsigned)rand_r(rnd) & 0xfff, (unsigned)i);
+        tags[i].reg = reg0 + i;
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id, "
+                 "registered_at) VALUES ('%.36s', '%s', '%s', '%s', '%.36s', to_timestamp(%ld))",
+                 tags[i].id, FACTORY, BATCH, PRODUCT, upload, (long)REG_BASE + tags[i].reg);
+        exec_ok(o, sql);
+    }
+    qsort(tags, (size_t)n, sizeof(tags[0]), by_id);
+}
+
+static void queue_revoke(PGconn *o, const char *record)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO log_entries (kind, factory_id, batch_id, record) VALUES ('revoke', '%s', "
+             "'%s', convert_to('%s', 'UTF8'))",
+             FACTORY, BATCH, record);
+    exec_ok(o, sql);
+}
+
+static void queue_upload(PGconn *o, const char *upload)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO log_entries (kind, factory_id, batch_id, upload_id, record) VALUES "
+             "('upload', '%s', '%s', '%s', ''::bytea)",
+             FACTORY, BATCH, upload);
+    exec_ok(o, sql);
+}
+
+static void test_upload_expansion(void **state)
+{
+    (void)state;
+    static struct upload_tag up1[UP1], up2[UP2];
+    static char want[EXTRA][256];
+    static size_t want_len[EXTRA];
+    static uint8_t all[ENTRIES + EXTRA][MERKLE_HASH_LEN];
+    uint8_t seed[32] = {7};
+    struct note_signer *signer = note_signer_from_seed("tagproof.test/log", seed);
+    struct killer killer = {0};
+    struct tlog *t = tlog_new("tagproof.test/log", signer, kill_before_commit, &killer);
+    struct merkle_hasher *h = merkle_hasher_new();
+    char err[512];
+    unsigned rnd = 777;
+    int n = 0, appends = 0, crashed = 0;
+
+    /* Queue order: revocation, upload 1, revocation, upload 2. */
+    PGconn *o = connect_to(owner_url, 0);
+    make_upload(o, UPLOAD1, up1, UP1, &rnd, 0);
+    make_upload(o, UPLOAD2, up2, UP2, &rnd, 100000);
+    queue_revoke(o, "tagproof/revoke/v1 first");
+    queue_upload(o, UPLOAD1);
+    queue_revoke(o, "tagproof/revoke/v1 second");
+    queue_upload(o, UPLOAD2);
+    PQfinish(o);
+    size_t k = 0;
+    want_len[k] = (size_t)snprintf(want[k], sizeof(want[k]), "tagproof/revoke/v1 first");
+    k++;
+    for (int i = 0; i < UP1; i++, k++)
+        want_len[k] = tag_record(&up1[i], want[k], sizeof(want[k]));
+    want_len[k] = (size_t)snprintf(want[k], sizeof(want[k]), "tagproof/revoke/v1 second");
+    k++;
+    for (int i = 0; i < UP2; i++, k++)
+        want_len[k] = tag_record(&up2[i], want[k], sizeof(want[k]));
+    assert_int_equal(k, EXTRA);
+
+    PGconn *c = connect_to(svc_url, 1);
+    killer.victim = c;
+    for (;;) {
+        assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
+        int max = 1 + (int)(rand_r(&rnd) % 40);
+        uint64_t before = tlog_size(t);
+        if (!crashed && before >= ENTRIES + 60) {
+            /* A crash in the middle of upload 1: its cursor and the log stay where they were. */
+            long long cursor_set =
+                value(c, "SELECT count(expanded_to) FROM log_entries WHERE kind = 'upload'");
+            killer.armed = 1;
+            assert_int_equal(tlog_append(t, c, max, &n, err, sizeof(err)), -1);
+            PQfinish(c);
+            c = connect_to(svc_url, 1);
+            killer.victim = c;
+            crashed = 1;
+            assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
+            assert_int_equal(tlog_size(t), before);
+            assert_int_equal(value(c, "SELECT count(leaf_index) FROM log_entries"),
+                             (long long)before);
+            assert_int_equal(
+                value(c, "SELECT count(expanded_to) FROM log_entries WHERE kind = 'upload'"),
+                cursor_set);
+        }
+        if (tlog_append(t, c, max, &n, err, sizeof(err)) != 0)
+            fail_msg("append: %s", err);
+        appends++;
+        if (n == 0 && value(c, "SELECT count(*) FROM log_entries WHERE leaf_index IS NULL AND "
+                               "appended_at IS NULL") == 0)
+            break;
+        assert_true(appends < 1000);
+    }
+    assert_true(crashed);
+    assert_int_equal(tlog_size(t), ENTRIES + EXTRA);
+    print_message("%d appends for %d leaves\n", appends, EXTRA);
+
+    /* Exactly the expected records, in order, each with its leaf hash. */
+    PGresult *r = PQexecParams(c,
+                               "SELECT record, leaf_hash, kind, queued_at = (SELECT q.queued_at"
+                               " FROM log_entries q WHERE q.kind = 'upload'"
+                               " AND q.upload_id = (SELECT upload_id FROM tags"
+                               " WHERE tags.tag_id = e.tag_id))"
+                               " FROM log_entries e WHERE leaf_index >= 1000 ORDER BY leaf_index",
+                               0, NULL, NULL, NULL, NULL, 1);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), EXTRA);
+    for (int i = 0; i < EXTRA; i++) {
+        if ((size_t)PQgetlength(r, i, 0) != want_len[i] ||
+            memcmp(PQgetvalue(r, i, 0), want[i], want_len[i]) != 0)
+            fail_msg("leaf %d is \"%.*s\", expected \"%s\"", ENTRIES + i, PQgetlength(r, i, 0),
+                     PQgetvalue(r, i, 0), want[i]);
+        merkle_leaf_hash(h, want[i], want_len[i], all[ENTRIES + i]);
+        assert_int_equal(PQgetlength(r, i, 1), MERKLE_HASH_LEN);
+        assert_memory_equal(PQgetvalue(r, i, 1), all[ENTRIES + i], MERKLE_HASH_LEN);
+        if (strcmp(PQgetvalue(r, i, 2), "tag") == 0) /* binary bool: 1 */
+            assert_int_equal(PQgetvalue(r, i, 3)[0], 1);
+    }
+    PQclear(r);
+    assert_int_equal(value(c, "SELECT count(*) FROM log_entries WHERE kind = 'upload' AND"
+                              " appended_at IS NOT NULL AND expanded_to = (SELECT tag_id FROM tags"
+                              " WHERE tags.upload_id = log_entries.upload_id"
+                              " ORDER BY tag_id DESC LIMIT 1)"),
+                     2);
+
+    /* The root of the whole log, from the stored subtrees, is the naive root. */
+    memcpy(all, leaves, sizeof(leaves));
+    uint8_t got[MERKLE_HASH_LEN], want_root[MERKLE_HASH_LEN];
+    assert_int_equal(merkle_root_at(h, ENTRIES + EXTRA, get_node, c, got), 0);
+    ts_naive_mth(h, (const uint8_t(*)[MERKLE_HASH_LEN])all, 0, ENTRIES + EXTRA, want_root);
+    assert_memory_equal(got, want_root, MERKLE_HASH_LEN);
+
+    PQfinish(c);
+    merkle_hasher_free(h);
+    tlog_free(t);
+    note_signer_free(signer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_checkpoint_and_crash),
+        cmocka_unit_test(test_upload_expansion),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
