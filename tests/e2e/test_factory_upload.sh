@@ -98,6 +98,12 @@ happy_id=$id
 check "one log entry queues the upload's leaves" test "$(sql "SELECT count(*) FROM log_entries WHERE kind = 'upload' AND upload_id = '$id' AND batch_id = '$B_a' AND factory_id = '$F_a'")" = 1
 check "…and no leaf of them exists before the anchor expands it (or all three, if an anchor another test runs did)" \
   test "$(sql "SELECT count(*) FILTER (WHERE e.kind = 'tag') = CASE WHEN bool_or(e.appended_at IS NOT NULL) FILTER (WHERE e.kind = 'upload') THEN 3 ELSE 0 END FROM log_entries e WHERE e.upload_id = '$id' OR e.tag_id IN ('$t1', '$t2', '$t3')")" = t
+api GET "/v1/tags/$t1" -H "X-Api-Key: $K_a"
+check "the tag's anchoring stage is queued, not unlogged (or further on, if an anchor ran)" \
+  jq -e '.anchor.status == "pending" and (.anchor.stage == "queued" and .anchor.leaf_index == null and (.anchor.queued_at | length) > 0 or (.anchor.stage | IN("appended", "checkpointed")))' "$work/body"
+api GET "/v1/proofs/$t1" -H "X-Api-Key: $K_a"
+check "…and its proof is pending (202) at the same stage (got $status)" \
+  bash -c "[ '$status' = 202 ] && jq -e '.status == \"pending\" and (.stage | IN(\"queued\", \"appended\"))' '$work/body' >/dev/null"
 epoch=$(sql "SELECT extract(epoch FROM registered_at)::bigint FROM tags WHERE tag_id = '$t1'")
 want=$(printf 'tagproof/tag/v1\n%s\n%s\n%s\n%s\n%s\n' "$t1" "$F_a" "$B_a" "$P_a" \
   "$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)" | od -An -tx1 | tr -d ' \n')
