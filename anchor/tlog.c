@@ -336,12 +336,25 @@ static int expand_upload(struct tlog *t, PGconn *conn, struct merkle_frontier *f
     snprintf(id, sizeof(id), "%" PRIu64, be64(PQgetvalue(queue, row, 0)));
     const char *cursor = PQgetisnull(queue, row, 5) ? NULL : PQgetvalue(queue, row, 5);
     const char *p[4] = {PQgetvalue(queue, row, 4), PQgetvalue(queue, row, 3), cursor, lim};
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT t.tag_id::text, tagproof_tag_record(t) FROM tags t"
-                                 " WHERE t.batch_id = $1::uuid AND t.upload_id = $2::uuid"
-                                 " AND ($3::uuid IS NULL OR t.tag_id > $3::uuid)"
-                                 " ORDER BY t.tag_id LIMIT $4::int",
-                                 4, NULL, p, NULL, NULL, 1);
+    /*
+     * The batch first, FOR KEY SHARE, as the leaves' INSERT will lock it after taking the
+     * log's advisory lock (migrations 0003, 0004). A recall locks its batch FOR UPDATE and
+     * then takes the advisory lock; holding the batch before the advisory lock, as uploads do,
+     * makes the two wait for each other instead of deadlocking.
+     */
+    PGresult *res = PQexecParams(conn, "SELECT 1 FROM batches WHERE id = $1::uuid FOR KEY SHARE", 1,
+                                 NULL, p, NULL, NULL, 0);
+    if (exec_ok(conn, res, PGRES_TUPLES_OK, "locking an upload's batch", err, errlen) != 0) {
+        PQclear(res);
+        return -1;
+    }
+    PQclear(res);
+    res = PQexecParams(conn,
+                       "SELECT t.tag_id::text, tagproof_tag_record(t) FROM tags t"
+                       " WHERE t.batch_id = $1::uuid AND t.upload_id = $2::uuid"
+                       " AND ($3::uuid IS NULL OR t.tag_id > $3::uuid)"
+                       " ORDER BY t.tag_id LIMIT $4::int",
+                       4, NULL, p, NULL, NULL, 1);
     if (exec_ok(conn, res, PGRES_TUPLES_OK, "reading an upload's tags", err, errlen) != 0) {
         PQclear(res);
         return -1;

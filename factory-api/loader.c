@@ -940,8 +940,9 @@ static void on_slow_merged(void *arg, const struct pg_result_info *r)
 /*
  * Some staged tags are registered already, perhaps by another factory: row-level security
  * hides those rows, but the primary key still refuses them. The rows that ON CONFLICT DO
- * NOTHING did not insert are the conflicts. With skip-invalid the inserted ones get their
- * leaves, and the others leave the staging table so that the cache fill skips them.
+ * NOTHING did not insert are the conflicts. The inserted ones get their leaves queued (in
+ * all-or-nothing mode a conflict then fails the upload, and the transaction goes); with
+ * skip-invalid the others leave the staging table so that the cache fill skips them.
  */
 static void slow_merge(struct loader *l)
 {
@@ -952,7 +953,7 @@ static void slow_merge(struct loader *l)
             l, long_ms(l), on_slow_merged,
             "WITH ins AS (" TAGS_INSERT " ON CONFLICT (tag_id) DO NOTHING"
             "  RETURNING tag_id),"
-            " le AS (" QUEUE_LEAVES("$4") " WHERE $5::boolean AND EXISTS (SELECT 1 FROM ins)),"
+            " le AS (" QUEUE_LEAVES("$4") " WHERE EXISTS (SELECT 1 FROM ins)),"
                                           " gone AS (DELETE FROM upload_staging s WHERE $5::boolean"
                                           "  AND NOT EXISTS (SELECT 1 FROM ins i WHERE i.tag_id = "
                                           "s.tag))"

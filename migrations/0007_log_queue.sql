@@ -27,6 +27,8 @@ ALTER TABLE log_entries ADD CONSTRAINT log_entries_upload_entry
 -- Pending: not yet appended (a leaf without its index, an upload not fully expanded).
 DROP INDEX log_entries_pending;
 CREATE INDEX log_entries_pending ON log_entries (id) WHERE leaf_index IS NULL AND appended_at IS NULL;
+DROP INDEX log_entries_tag;
+CREATE UNIQUE INDEX log_entries_tag ON log_entries (tag_id) WHERE kind = 'tag';
 -- Whether a tag's upload is still queued (a proof or a tag view asks while it is).
 CREATE INDEX log_entries_upload ON log_entries (upload_id) WHERE kind = 'upload';
 
@@ -41,8 +43,9 @@ CREATE INDEX tags_batch ON tags (batch_id, upload_id, tag_id);
 REVOKE UPDATE, DELETE ON tags FROM tagproof_app;
 GRANT UPDATE (first_scanned_at) ON tags TO tagproof_app;
 
--- An upload entry names the same upload, batch and factory for ever, and once expanded it
--- stays so.
+-- An upload entry names the same upload, batch and factory for ever, its cursor only moves
+-- forward, and once expanded it stays so. And a tag has one registration leaf: a cursor moved
+-- back by hand could not append its tags twice.
 CREATE OR REPLACE FUNCTION tagproof_log_immutable() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -55,7 +58,9 @@ BEGIN
     IF OLD.kind = 'upload' AND (NEW.kind <> OLD.kind OR NEW.upload_id <> OLD.upload_id
             OR NEW.batch_id <> OLD.batch_id OR NEW.factory_id <> OLD.factory_id
             OR (OLD.appended_at IS NOT NULL AND (NEW.appended_at IS DISTINCT FROM OLD.appended_at
-                OR NEW.expanded_to IS DISTINCT FROM OLD.expanded_to))) THEN
+                OR NEW.expanded_to IS DISTINCT FROM OLD.expanded_to))
+            OR (OLD.expanded_to IS NOT NULL AND (NEW.expanded_to IS NULL
+                OR NEW.expanded_to < OLD.expanded_to))) THEN
         RAISE EXCEPTION 'log entry % queues the leaves of upload % and cannot change that', OLD.id,
             OLD.upload_id USING ERRCODE = 'integrity_constraint_violation';
     END IF;

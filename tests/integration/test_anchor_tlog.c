@@ -11,7 +11,8 @@
  * into exactly the leaves SPEC §7 defines (records formatted here, independently), each
  * upload's tags in tag order at the upload's place in the queue; a crash in the middle of an
  * expansion leaves its cursor where it was; and the log's root is the naive root of every
- * leaf.
+ * leaf. A recall of the batch that holds the batch's row while an expansion starts waits for
+ * it, or it for the recall, without a deadlock.
  *
  * The test works in a database of its own.
  */
@@ -19,6 +20,7 @@
 #include "pq_sync.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,7 @@
 #define BATCH "33333333-3333-4333-8333-333333333333"
 #define UPLOAD1 "44444444-4444-4444-8444-444444444441"
 #define UPLOAD2 "44444444-4444-4444-8444-444444444442"
+#define UPLOAD3 "44444444-4444-4444-8444-444444444443"
 #define REG_BASE 1767323045 /* 2026-01-02T03:04:05Z: tag i registered i seconds later */
 
 static char owner_url[512], svc_url[512], dbname[64];
@@ -313,6 +316,17 @@ static void queue_upload(PGconn *o, const char *upload)
     exec_ok(o, sql);
 }
 
+/* The SQLSTATE sql fails with ("" when it succeeds). */
+static const char *sqlstate_of(PGconn *c, const char *sql)
+{
+    static char state[8];
+    PGresult *r = PQexec(c, sql);
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(state, sizeof(state), "%s", s != NULL ? s : "");
+    PQclear(r);
+    return state;
+}
+
 static void test_upload_expansion(void **state)
 {
     (void)state;
@@ -372,6 +386,11 @@ static void test_upload_expansion(void **state)
             assert_int_equal(
                 value(c, "SELECT count(expanded_to) FROM log_entries WHERE kind = 'upload'"),
                 cursor_set);
+            /* A cursor never moves back: the upload's tags cannot be appended twice. */
+            assert_string_equal(
+                sqlstate_of(c, "UPDATE log_entries SET expanded_to = NULL WHERE kind = 'upload'"
+                               " AND expanded_to IS NOT NULL AND appended_at IS NULL"),
+                "23000");
         }
         if (tlog_append(t, c, max, &n, err, sizeof(err)) != 0)
             fail_msg("append: %s", err);
@@ -413,6 +432,14 @@ static void test_upload_expansion(void **state)
                               " ORDER BY tag_id DESC LIMIT 1)"),
                      2);
 
+    /* A tag has one registration leaf. */
+    char dup[512];
+    snprintf(dup, sizeof(dup),
+             "INSERT INTO log_entries (kind, factory_id, tag_id, batch_id, record) VALUES"
+             " ('tag', '%s', '%s', '%s', 'x')",
+             FACTORY, up1[0].id, BATCH);
+    assert_string_equal(sqlstate_of(c, dup), "23505");
+
     /* The root of the whole log, from the stored subtrees, is the naive root. */
     memcpy(all, leaves, sizeof(leaves));
     uint8_t got[MERKLE_HASH_LEN], want_root[MERKLE_HASH_LEN];
@@ -426,11 +453,92 @@ static void test_upload_expansion(void **state)
     note_signer_free(signer);
 }
 
+/* An append on a thread of its own. */
+struct appender {
+    struct tlog *t;
+    PGconn *c;
+    int rc, n;
+    char err[512];
+};
+
+static void *append_thread(void *arg)
+{
+    struct appender *a = arg;
+    a->rc = tlog_restore(a->t, a->c, a->err, sizeof(a->err));
+    if (a->rc == 0)
+        a->rc = tlog_append(a->t, a->c, 1000, &a->n, a->err, sizeof(a->err));
+    return NULL;
+}
+
+/*
+ * A recall's order of locks: the batch's row FOR UPDATE, then the log's advisory lock (its
+ * leaf's INSERT). An expansion starting while the recall holds the row waits for the row before
+ * it takes the advisory lock, so the recall's leaf goes in and both commit; the recall's leaf is
+ * appended after the upload's tags.
+ */
+static void test_recall_during_expansion(void **state)
+{
+    (void)state;
+    static struct upload_tag up3[50];
+    uint8_t seed[32] = {7};
+    struct note_signer *signer = note_signer_from_seed("tagproof.test/log", seed);
+    struct appender a = {.t = tlog_new("tagproof.test/log", signer, NULL, NULL)};
+    unsigned rnd = 4242;
+    PGconn *o = connect_to(owner_url, 0);
+    make_upload(o, UPLOAD3, up3, 50, &rnd, 200000);
+    queue_upload(o, UPLOAD3);
+    long long before = value(o, "SELECT count(leaf_index) FROM log_entries");
+
+    PGconn *recall = connect_to(owner_url, 0);
+    exec_ok(recall, "BEGIN");
+    exec_ok(recall, "SELECT 1 FROM batches WHERE id = '" BATCH "' FOR UPDATE");
+    a.c = connect_to(svc_url, 1);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, append_thread, &a), 0);
+    /* Until the append waits for a lock (the batch's row). */
+    int waited = 0;
+    for (int i = 0; i < 500 && !waited; i++) {
+        waited = value(o, "SELECT count(*) FROM pg_locks WHERE NOT granted") > 0;
+        if (!waited)
+            usleep(10000);
+    }
+    if (!waited)
+        fail_msg("the append never waited for the batch (rc %d: %s)", a.rc, a.err);
+    PGresult *r = PQexec(recall, "INSERT INTO log_entries (kind, factory_id, batch_id, record)"
+                                 " VALUES ('revoke', '" FACTORY "', '" BATCH "',"
+                                 " convert_to('tagproof/revoke/v1 third', 'UTF8'))");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("the recall's leaf: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    exec_ok(recall, "COMMIT");
+    pthread_join(th, NULL);
+    if (a.rc != 0)
+        fail_msg("append: %s", a.err);
+    assert_int_equal(a.n, 50);
+
+    /* The next append takes the recall's leaf, after the 50 tags. */
+    assert_int_equal(tlog_restore(a.t, a.c, a.err, sizeof(a.err)), 0);
+    assert_int_equal(tlog_append(a.t, a.c, 1000, &a.n, a.err, sizeof(a.err)), 0);
+    assert_int_equal(a.n, 1);
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM log_entries WHERE leaf_index = %lld AND kind = 'revoke'",
+             before + 50);
+    assert_int_equal(value(o, sql), 1);
+
+    PQfinish(recall);
+    PQfinish(a.c);
+    PQfinish(o);
+    tlog_free(a.t);
+    note_signer_free(signer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_checkpoint_and_crash),
         cmocka_unit_test(test_upload_expansion),
+        cmocka_unit_test(test_recall_during_expansion),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
