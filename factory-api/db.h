@@ -54,13 +54,18 @@ void db_txn_rollback(struct db_txn *t);
 /*
  * A lateral subquery (for SQL text, after LEFT JOIN LATERAL) giving the log entry of the tag
  * t: its registration leaf, or while that leaf does not exist yet, the entry that queues it
- * (its upload's, migrations/0007_log_queue.sql), whose leaf_index is NULL. Columns: id,
- * leaf_index, record, queued_at, appended_at.
+ * (its upload's, migrations/0007_log_queue.sql), whose leaf_index is NULL. Each is unique (a
+ * partial unique index), and the second branch yields only without the first, so the answer
+ * does not depend on which branch runs first; with the leaf present, LIMIT stops after the
+ * first branch's one index probe. Columns: id, leaf_index, record, queued_at, appended_at.
  */
 #define DB_TAG_LOG_ENTRY_SQL                                                                       \
     "(SELECT le.id, le.leaf_index, le.record, le.queued_at, le.appended_at FROM log_entries le"    \
-    "  WHERE (le.tag_id = t.tag_id AND le.kind = 'tag')"                                           \
-    "   OR (le.kind = 'upload' AND le.upload_id = t.upload_id)"                                    \
-    "  ORDER BY le.kind = 'upload', le.id LIMIT 1)"
+    "  WHERE le.tag_id = t.tag_id AND le.kind = 'tag'"                                             \
+    " UNION ALL"                                                                                   \
+    " SELECT q.id, q.leaf_index, q.record, q.queued_at, q.appended_at FROM log_entries q"          \
+    "  WHERE q.kind = 'upload' AND q.upload_id = t.upload_id AND NOT EXISTS"                       \
+    "  (SELECT 1 FROM log_entries l2 WHERE l2.tag_id = t.tag_id AND l2.kind = 'tag')"              \
+    " LIMIT 1)"
 
 #endif

@@ -29,8 +29,9 @@ DROP INDEX log_entries_pending;
 CREATE INDEX log_entries_pending ON log_entries (id) WHERE leaf_index IS NULL AND appended_at IS NULL;
 DROP INDEX log_entries_tag;
 CREATE UNIQUE INDEX log_entries_tag ON log_entries (tag_id) WHERE kind = 'tag';
--- Whether a tag's upload is still queued (a proof or a tag view asks while it is).
-CREATE INDEX log_entries_upload ON log_entries (upload_id) WHERE kind = 'upload';
+-- Whether a tag's upload is still queued (a proof or a tag view asks while it is); an upload
+-- is queued once.
+CREATE UNIQUE INDEX log_entries_upload ON log_entries (upload_id) WHERE kind = 'upload';
 
 -- The expansion reads an upload's tags in tag order from where it stopped. The index on
 -- tags.batch_id becomes (batch_id, upload_id, tag_id): it serves every batch_id lookup as
