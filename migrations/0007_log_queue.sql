@@ -1,6 +1,6 @@
 -- 0007_log_queue: an upload queues its tags' leaves as one log entry (SPEC §7, §9).
 --
--- Until now a CSV upload wrote one log_entries row per tag in its own transaction, and the anchor
+-- Until now a CSV upload wrote one log_entries row per tag in the upload's transaction, and the anchor
 -- service then rewrote each of those rows to give it its leaf index: for a million tags about
 -- 700 MB of WAL and two thirds of the upload's time (docs/BENCHMARKS.md). A tag's leaf is a
 -- function of its row in tags (tag, factory, batch, product, registration time: SPEC §7), and
