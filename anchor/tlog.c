@@ -323,6 +323,17 @@ static int append_leaf(struct tlog *t, struct merkle_frontier *f, struct append 
     return merkle_frontier_append(t->hasher, f, leaf, collect_node, &ap->ns);
 }
 
+/* Runs a query; its rows (results binary when binary), or NULL with err. */
+static PGresult *query_rows(PGconn *conn, const char *sql, int nparams, const char *const *params,
+                            int binary, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, binary);
+    if (exec_ok(conn, res, PGRES_TUPLES_OK, what, err, errlen) == 0)
+        return res;
+    PQclear(res);
+    return NULL;
+}
+
 /*
  * The next tags of an upload entry (SPEC §7 records built from their rows, in tag order after
  * its cursor), at most room of them, appended as leaves. *used gets how many; the entry is
@@ -342,23 +353,19 @@ static int expand_upload(struct tlog *t, PGconn *conn, struct merkle_frontier *f
      * then takes the advisory lock; holding the batch before the advisory lock, as uploads do,
      * makes the two wait for each other instead of deadlocking.
      */
-    PGresult *res = PQexecParams(conn, "SELECT 1 FROM batches WHERE id = $1::uuid FOR KEY SHARE", 1,
-                                 NULL, p, NULL, NULL, 0);
-    if (exec_ok(conn, res, PGRES_TUPLES_OK, "locking an upload's batch", err, errlen) != 0) {
-        PQclear(res);
+    PGresult *res = query_rows(conn, "SELECT 1 FROM batches WHERE id = $1::uuid FOR KEY SHARE", 1,
+                               p, 0, "locking an upload's batch", err, errlen);
+    if (res == NULL)
         return -1;
-    }
     PQclear(res);
-    res = PQexecParams(conn,
-                       "SELECT t.tag_id::text, tagproof_tag_record(t) FROM tags t"
-                       " WHERE t.batch_id = $1::uuid AND t.upload_id = $2::uuid"
-                       " AND ($3::uuid IS NULL OR t.tag_id > $3::uuid)"
-                       " ORDER BY t.tag_id LIMIT $4::int",
-                       4, NULL, p, NULL, NULL, 1);
-    if (exec_ok(conn, res, PGRES_TUPLES_OK, "reading an upload's tags", err, errlen) != 0) {
-        PQclear(res);
+    res = query_rows(conn,
+                     "SELECT t.tag_id::text, tagproof_tag_record(t) FROM tags t"
+                     " WHERE t.batch_id = $1::uuid AND t.upload_id = $2::uuid"
+                     " AND ($3::uuid IS NULL OR t.tag_id > $3::uuid)"
+                     " ORDER BY t.tag_id LIMIT $4::int",
+                     4, p, 1, "reading an upload's tags", err, errlen);
+    if (res == NULL)
         return -1;
-    }
     int n = PQntuples(res);
     for (int r = 0; r < n; r++) {
         uint64_t index;

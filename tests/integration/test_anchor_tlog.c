@@ -142,6 +142,26 @@ static void kill_before_commit(void *arg, const char *point)
     PQclear(PQexec(k->victim, "SELECT pg_terminate_backend(pg_backend_pid())"));
 }
 
+/*
+ * An append whose session the killer ends just before its COMMIT: it fails, and on a new
+ * session (returned) the log has the size and the leaves it had before.
+ */
+static PGconn *append_crashing(struct tlog *t, PGconn *c, struct killer *k, int max)
+{
+    char err[512];
+    int n = 0;
+    uint64_t before = tlog_size(t);
+    k->armed = 1;
+    assert_int_equal(tlog_append(t, c, max, &n, err, sizeof(err)), -1);
+    PQfinish(c);
+    c = connect_to(svc_url, 1);
+    k->victim = c;
+    assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
+    assert_int_equal(tlog_size(t), before);
+    assert_int_equal(value(c, "SELECT count(leaf_index) FROM log_entries"), (long long)before);
+    return c;
+}
+
 static void test_append_checkpoint_and_crash(void **state)
 {
     (void)state;
@@ -161,16 +181,7 @@ static void test_append_checkpoint_and_crash(void **state)
         assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
         if (batches == 5) {
             /* A crash before the COMMIT: the session dies, nothing of the batch stays. */
-            uint64_t before = tlog_size(t);
-            killer.armed = 1;
-            assert_int_equal(tlog_append(t, c, 50, &n, err, sizeof(err)), -1);
-            PQfinish(c);
-            c = connect_to(svc_url, 1);
-            killer.victim = c;
-            assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
-            assert_int_equal(tlog_size(t), before);
-            assert_int_equal(value(c, "SELECT count(leaf_index) FROM log_entries"),
-                             (long long)before);
+            c = append_crashing(t, c, &killer, 50);
         }
         int max = 1 + (int)(rand_r(&rnd) % 97);
         if (tlog_append(t, c, max, &n, err, sizeof(err)) != 0)
@@ -373,16 +384,8 @@ static void test_upload_expansion(void **state)
             /* A crash in the middle of upload 1: its cursor and the log stay where they were. */
             long long cursor_set =
                 value(c, "SELECT count(expanded_to) FROM log_entries WHERE kind = 'upload'");
-            killer.armed = 1;
-            assert_int_equal(tlog_append(t, c, max, &n, err, sizeof(err)), -1);
-            PQfinish(c);
-            c = connect_to(svc_url, 1);
-            killer.victim = c;
+            c = append_crashing(t, c, &killer, max);
             crashed = 1;
-            assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
-            assert_int_equal(tlog_size(t), before);
-            assert_int_equal(value(c, "SELECT count(leaf_index) FROM log_entries"),
-                             (long long)before);
             assert_int_equal(
                 value(c, "SELECT count(expanded_to) FROM log_entries WHERE kind = 'upload'"),
                 cursor_set);
