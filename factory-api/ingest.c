@@ -52,31 +52,31 @@ enum ingest_idem ingest_idempotency(const struct ingest_prior *p)
     return INGEST_COMPARE;
 }
 
+/* "PGCOPY\n\377\r\n\0", then 32-bit flags (none) and the length of the header extension (0). */
+const char INGEST_COPY_HEADER[INGEST_COPY_HEADER_LEN] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+const char INGEST_COPY_TRAILER[INGEST_COPY_TRAILER_LEN] = "\377\377"; /* a field count of -1 */
+
+static char *put_be(char *p, uint64_t v, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--)
+        *p++ = (char)(v >> (8 * i));
+    return p;
+}
+
 size_t ingest_copy_row(char *out, const struct csv_tag_row *row)
 {
     char *p = out;
-    p += sprintf(p, "%" PRIu64 "\t", row->line);
-    memcpy(p, row->tag_str, UUID_STR_LEN);
-    p += UUID_STR_LEN;
-    *p++ = '\t';
-    if (row->serial == NULL) {
-        *p++ = '\\';
-        *p++ = 'N';
-    }
-    for (size_t i = 0; row->serial != NULL && i < row->serial_len; i++) {
-        unsigned char c = (unsigned char)row->serial[i];
-        /* COPY's text format: a backslash starts an escape; control characters would end
-         * the field or the row. */
-        if (c == '\\') {
-            *p++ = '\\';
-            *p++ = '\\';
-        } else if (c < 0x20 || c == 0x7f) {
-            p += sprintf(p, "\\%03o", c);
-        } else {
-            *p++ = (char)c;
-        }
-    }
-    *p++ = '\n';
+    p = put_be(p, 3, 2);
+    p = put_be(p, 8, 4);
+    p = put_be(p, row->line, 8);
+    p = put_be(p, 16, 4);
+    memcpy(p, row->tag, 16);
+    p += 16;
+    if (row->serial == NULL)
+        return (size_t)(put_be(p, UINT32_MAX, 4) - out);
+    p = put_be(p, row->serial_len, 4);
+    memcpy(p, row->serial, row->serial_len);
+    p += row->serial_len;
     return (size_t)(p - out);
 }
 

@@ -6,7 +6,8 @@
  *           it cannot vanish under the upload) and described for the cache; the temporary
  *           staging table; COPY staging FROM STDIN.
  *   body    each chunk hashed (SHA-256, for Idempotency-Key) and validated; accepted rows
- *           are appended to a 64 KiB buffer that goes to the COPY when full. When libpq
+ *           are appended, in COPY's binary format, to a 64 KiB buffer that goes to the COPY
+ *           when full. When libpq
  *           cannot send more, the owner is told to pause until the socket drains.
  *           All-or-nothing: the first bad row aborts the COPY, and the rest of the body is
  *           only validated (for the report) and hashed.
@@ -572,8 +573,8 @@ static void on_copy_ready(void *arg, const struct pg_result_info *r)
 static int copy_start(struct loader *l)
 {
     if (pg_conn_copy_start(db_txn_conn(l->txn), 0,
-                           "COPY upload_staging (line, tag, serial) FROM STDIN", on_copy_ready,
-                           on_drain, l) != 0)
+                           "COPY upload_staging (line, tag, serial) FROM STDIN (FORMAT binary)",
+                           on_copy_ready, on_drain, l) != 0)
         return -1;
     l->refs++;
     return 0;
@@ -676,6 +677,10 @@ struct loader *loader_start(const struct loader_params *p, const struct loader_e
     csv_upload_config_default(&cc);
     l->cap = COPY_CHUNK + INGEST_COPY_ROW_MAX(cc.max_serial_bytes);
     l->buf = malloc(l->cap);
+    if (l->buf != NULL) {
+        memcpy(l->buf, INGEST_COPY_HEADER, INGEST_COPY_HEADER_LEN); /* goes with the first rows */
+        l->len = INGEST_COPY_HEADER_LEN;
+    }
     l->csv = csv_upload_new(&cc, on_csv_tag, on_csv_error, l);
     l->errors = ingest_errors_new(INGEST_MAX_ERRORS);
     l->sha = EVP_MD_CTX_new();
@@ -778,6 +783,10 @@ void loader_end(struct loader *l, int complete)
         copy_abandon(l);
         fail(l, 0, NULL, NULL);
         return;
+    }
+    if (l->copying) { /* room for it: the buffer holds less than a chunk here */
+        memcpy(l->buf + l->len, INGEST_COPY_TRAILER, INGEST_COPY_TRAILER_LEN);
+        l->len += INGEST_COPY_TRAILER_LEN;
     }
     if (copy_flush(l) != 0 || txn_copy_end(l, l->stmt_ms + 5000, NULL, on_copy_done) != 0) {
         fail_db(l, &(struct pg_result_info){.status = PG_ERR_CONNECTION, .message = "COPY broke"},

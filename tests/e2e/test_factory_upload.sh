@@ -81,10 +81,10 @@ tags_of_upload() { sql "SELECT count(*) FROM tags WHERE upload_id = '$1'"; }
 leaves_of_batch() { sql "SELECT count(*) FROM log_entries WHERE batch_id = '$1' AND kind <> 'tag'"; }
 tags_of_batch() { sql "SELECT count(*) FROM tags WHERE batch_id = '$1'"; }
 
-# --- the happy path: BOM, CRLF and LF, blank lines, upper case, a serial column -------------
+# --- the happy path: BOM, CRLF and LF, blank lines, upper case, serials (UTF-8, a backslash, none)
 t1=$(uuid) t2=$(uuid) t3=$(uuid)
 T1=$(tr 'a-f' 'A-F' <<<"$t1")
-printf '\xef\xbb\xbfserial,tag_id,colour\r\nSN-1,%s,red\r\n\r\nSN-\\2,%s,"blue, dark"\n\n,%s,\r\n\r\n\n' \
+printf '\xef\xbb\xbfserial,tag_id,colour\r\nNº 1 ✓,%s,red\r\n\r\nSN-\\2,%s,"blue, dark"\n\n,%s,\r\n\r\n\n' \
   "$T1" "$t2" "$t3" >"$work/happy.csv"
 upload "$K_a" "$B_a" "$work/happy.csv"
 check "an upload answers 202 (got $status)" test "$status" = 202
@@ -94,7 +94,7 @@ check "…and the upload resource" jq -e --arg b "$B_a" '.batch_id == $b and (.s
 check "the upload completes" wait_done "$K_a" "$id"
 check "…with its counts" jq -e '.status == "completed" and .rows_total == 3 and .rows_accepted == 3 and .rows_rejected == 0 and .errors == [] and (.finished_at | length) > 0' "$work/body"
 check "3 rows in tags for the upload" test "$(tags_of_upload "$id")" = 3
-check "…stored lower case, with their serials" test "$(sql "SELECT string_agg(serial, '|' ORDER BY serial NULLS LAST) || '/' || bool_and(tag_id::text = lower(tag_id::text)) FROM tags WHERE tag_id IN ('$t1', '$t2', '$t3')")" = 'SN-1|SN-\2/true'
+check "…stored lower case, with their serials" test "$(sql "SELECT string_agg(serial, '|' ORDER BY serial NULLS LAST) || '/' || bool_and(tag_id::text = lower(tag_id::text)) FROM tags WHERE tag_id IN ('$t1', '$t2', '$t3')")" = 'Nº 1 ✓|SN-\2/true'
 check "…of the batch's factory and product" test "$(sql "SELECT count(*) FROM tags WHERE upload_id = '$id' AND factory_id = '$F_a' AND product_id = '$P_a' AND batch_id = '$B_a'")" = 3
 happy_id=$id
 check "one log entry queues the upload's leaves" test "$(sql "SELECT count(*) FROM log_entries WHERE kind = 'upload' AND upload_id = '$id' AND batch_id = '$B_a' AND factory_id = '$F_a'")" = 1
