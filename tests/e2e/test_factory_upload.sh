@@ -175,6 +175,10 @@ check "…and imported exactly the two new tags" test "$(sql "SELECT string_agg(
 check "…with their leaves queued" test "$(sql "SELECT count(*) FROM log_entries WHERE kind = 'upload' AND upload_id = '$up_id'")" = 1
 check "…and cached them" test "$(redis-cli -u "$TAGPROOF_TEST_REDIS_URL" EXISTS "tp:t:$n1" "tp:t:$d")" = 2
 check "factory b's tag is not cached as factory a's" bash -c "[ \"\$(redis-cli -u '$TAGPROOF_TEST_REDIS_URL' HGET 'tp:t:$tb' b)\" != '$B_a' ]"
+printf 'tag_id\nnot-a-uuid\n{%s}\n' "$(uuid)" >"$work/allbad.csv"
+UPLOAD_QUERY='?mode=skip-invalid' run_upload "$K_a" "$B_a" "$work/allbad.csv"
+check "skip-invalid without one valid row completes (an empty COPY)" test "$up_status" = completed
+check "…importing and queuing nothing" test "$(jq -c '[.rows_total, .rows_accepted, .rows_rejected]' "$work/body")/$(tags_of_upload "$up_id")/$(sql "SELECT count(*) FROM log_entries WHERE upload_id = '$up_id'")" = "[2,0,2]/0/0"
 api POST "/v1/batches/$B_a/tags?mode=all" -H "X-Api-Key: $K_a" -H 'Content-Type: text/csv' --data-binary "@$work/b.csv"
 check "an unknown mode answers 400 (got $status)" test "$status" = 400
 
