@@ -7,8 +7,8 @@
  *           staging table; COPY staging FROM STDIN.
  *   body    each chunk hashed (SHA-256, for Idempotency-Key) and validated; accepted rows
  *           are appended, in COPY's binary format, to a 64 KiB buffer that goes to the COPY
- *           when full. When libpq
- *           cannot send more, the owner is told to pause until the socket drains.
+ *           when full. When libpq cannot send more, the owner is told to pause until the
+ *           socket drains.
  *           All-or-nothing: the first bad row aborts the COPY, and the rest of the body is
  *           only validated (for the report) and hashed.
  *   finish  COPY end; the owner is answered (202, the resource). Then, in the COPY's
