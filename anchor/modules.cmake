@@ -3,7 +3,7 @@
 tp_module(ledger DIR anchor
           SOURCES ${CMAKE_CURRENT_LIST_DIR}/ledger_http.c ${CMAKE_CURRENT_LIST_DIR}/ledger_eth.c
           DEPS log LIBS PkgConfig::LIBCURL PkgConfig::JANSSON)
-tp_module(tlog DIR anchor DEPS merkle note LIBS PkgConfig::LIBPQ)
+tp_module(tlog DIR anchor DEPS merkle note uuid LIBS PkgConfig::LIBPQ)
 tp_module(cachesync DIR anchor DEPS config log metrics redis scancache
           LIBS PkgConfig::LIBPQ PkgConfig::LIBEVENT PkgConfig::JANSSON)
 tp_module(anchor DIR anchor DEPS config log metrics merkle note ledger tlog cachesync

@@ -12,8 +12,24 @@
 
 #include "merkle.h"
 #include "note.h"
+#include "uuid.h"
 
 #define TLOG_ORIGIN_MAX 256
+#define TLOG_WINDOW_DEFAULT ((size_t)1 << 20) /* tag ids read ahead: 16 MiB */
+
+/*
+ * The tag ids of the upload being expanded, in tag order, read ahead: those of log entry
+ * `entry` after `after` (all of them when !has_after), at most the tlog's window of them;
+ * complete when they are the last. An upload's tags never change once its entry is queued,
+ * so the window stays right across appends until the expansion moves past it.
+ */
+struct window {
+    uint64_t entry; /* 0: empty */
+    int has_after, complete;
+    uint8_t after[16];
+    uint8_t (*ids)[16];
+    size_t n, cap;
+};
 
 struct tlog {
     struct merkle_hasher *hasher;
@@ -23,6 +39,8 @@ struct tlog {
     const struct note_signer *signer;
     void (*hook)(void *arg, const char *point);
     void *hook_arg;
+    struct window win;
+    size_t win_max;
 };
 
 /* A growing text buffer for array literals. */
@@ -110,8 +128,15 @@ struct tlog *tlog_new(const char *origin, const struct note_signer *signer,
     t->signer = signer;
     t->hook = hook_fn;
     t->hook_arg = hook_arg;
+    t->win_max = TLOG_WINDOW_DEFAULT;
     merkle_frontier_init(&t->frontier);
     return t;
+}
+
+void tlog_set_window(struct tlog *t, size_t tags)
+{
+    t->win_max = tags > 0 ? tags : 1;
+    t->win.entry = 0;
 }
 
 void tlog_free(struct tlog *t)
@@ -120,6 +145,7 @@ void tlog_free(struct tlog *t)
         return;
     merkle_hasher_free(t->hasher);
     free(t->origin);
+    free(t->win.ids);
     free(t);
 }
 
@@ -334,6 +360,125 @@ static PGresult *query_rows(PGconn *conn, const char *sql, int nparams, const ch
     return NULL;
 }
 
+/* Where the tags after `after` (NULL: from the first) start in the window, or -1. */
+static long window_find(const struct window *w, uint64_t entry, const uint8_t *after)
+{
+    if (w->entry != entry)
+        return -1;
+    if (after == NULL)
+        return w->has_after ? -1 : 0;
+    if (w->has_after && memcmp(after, w->after, 16) == 0)
+        return 0;
+    size_t lo = 0, hi = w->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(w->ids[mid], after, 16);
+        if (c == 0)
+            return (long)mid + 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/*
+ * Reads the window of an upload's tag ids after `after`: one scan of the upload's blocks
+ * through tags_batch_upload (migration 0008) and one sort, for up to win_max tags.
+ */
+static int window_read(struct tlog *t, PGconn *conn, uint64_t entry, const char *batch,
+                       const char *upload, const uint8_t *after, char *err, size_t errlen)
+{
+    struct window *w = &t->win;
+    char from[UUID_STR_LEN + 1], lim[24];
+    if (after != NULL)
+        uuid_format(after, from);
+    snprintf(lim, sizeof(lim), "%zu", t->win_max);
+    const char *p[4] = {batch, upload, after != NULL ? from : NULL, lim};
+    w->entry = 0;
+    PGresult *res = query_rows(conn,
+                               "SELECT tag_id FROM tags WHERE batch_id = $1::uuid"
+                               " AND upload_id = $2::uuid"
+                               " AND ($3::uuid IS NULL OR tag_id > $3::uuid)"
+                               " ORDER BY tag_id LIMIT $4::bigint",
+                               4, p, 1, "reading an upload's tags", err, errlen);
+    if (res == NULL)
+        return -1;
+    size_t n = (size_t)PQntuples(res);
+    if (n > w->cap) {
+        uint8_t(*ids)[16] = realloc(w->ids, n * sizeof(*ids));
+        if (ids == NULL) {
+            snprintf(err, errlen, "out of memory for %zu tag ids", n);
+            PQclear(res);
+            return -1;
+        }
+        w->ids = ids;
+        w->cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (PQgetlength(res, (int)i, 0) != 16) {
+            snprintf(err, errlen, "unexpected uuid format");
+            PQclear(res);
+            return -1;
+        }
+        memcpy(w->ids[i], PQgetvalue(res, (int)i, 0), 16);
+    }
+    PQclear(res);
+    w->has_after = after != NULL;
+    if (after != NULL)
+        memcpy(w->after, after, 16);
+    w->n = n;
+    w->complete = n < t->win_max;
+    w->entry = entry;
+    return 0;
+}
+
+/*
+ * The ids of the next tags of an upload entry after cursor (NULL: from its first), at most
+ * room of them, as an array literal into ids; *k gets how many.
+ */
+static int next_tags(struct tlog *t, PGconn *conn, uint64_t entry, const char *batch,
+                     const char *upload, const char *cursor, int room, struct buf *ids, int *k,
+                     char *err, size_t errlen)
+{
+    uint8_t at[16];
+    const uint8_t *after = NULL;
+    char s[UUID_STR_LEN + 1];
+    if (cursor != NULL) {
+        if (uuid_parse(cursor, strlen(cursor), at) != 0) {
+            snprintf(err, errlen, "upload entry %" PRIu64 ": bad cursor", entry);
+            return -1;
+        }
+        after = at;
+    }
+    *k = 0;
+    while (*k < room) {
+        const struct window *w = &t->win;
+        long pos = window_find(w, entry, after);
+        if (pos < 0 || ((size_t)pos == w->n && !w->complete)) {
+            if (window_read(t, conn, entry, batch, upload, after, err, errlen) != 0)
+                return -1;
+            pos = 0;
+        }
+        size_t take = w->n - (size_t)pos;
+        if (take > (size_t)(room - *k))
+            take = (size_t)(room - *k);
+        for (size_t i = 0; i < take; i++) {
+            uuid_format(w->ids[(size_t)pos + i], s);
+            buf_sep(ids, (size_t)*k + i);
+            buf_str(ids, s);
+        }
+        *k += (int)take;
+        if ((size_t)pos + take == w->n && w->complete)
+            break;
+        memcpy(at, w->ids[(size_t)pos + take - 1], 16);
+        after = at;
+    }
+    buf_end(ids, (size_t)*k);
+    return ids->failed ? (snprintf(err, errlen, "out of memory"), -1) : 0;
+}
+
 /*
  * The next tags of an upload entry (SPEC §7 records built from their rows, in tag order after
  * its cursor), at most room of them, appended as leaves. *used gets how many; the entry is
@@ -342,11 +487,11 @@ static PGresult *query_rows(PGconn *conn, const char *sql, int nparams, const ch
 static int expand_upload(struct tlog *t, PGconn *conn, struct merkle_frontier *f, struct append *ap,
                          PGresult *queue, int row, int room, int *used, char *err, size_t errlen)
 {
-    char lim[16], id[24];
-    snprintf(lim, sizeof(lim), "%d", room);
-    snprintf(id, sizeof(id), "%" PRIu64, be64(PQgetvalue(queue, row, 0)));
+    char id[24];
+    uint64_t entry = be64(PQgetvalue(queue, row, 0));
+    snprintf(id, sizeof(id), "%" PRIu64, entry);
+    const char *batch = PQgetvalue(queue, row, 4), *upload = PQgetvalue(queue, row, 3);
     const char *cursor = PQgetisnull(queue, row, 5) ? NULL : PQgetvalue(queue, row, 5);
-    const char *p[4] = {PQgetvalue(queue, row, 4), PQgetvalue(queue, row, 3), cursor, lim};
     /*
      * The batch first, FOR KEY SHARE, as the leaves' INSERT will lock it after taking the
      * log's advisory lock (migrations 0003, 0004). A recall locks its batch FOR UPDATE and
@@ -354,19 +499,32 @@ static int expand_upload(struct tlog *t, PGconn *conn, struct merkle_frontier *f
      * makes the two wait for each other instead of deadlocking.
      */
     PGresult *res = query_rows(conn, "SELECT 1 FROM batches WHERE id = $1::uuid FOR KEY SHARE", 1,
-                               p, 0, "locking an upload's batch", err, errlen);
+                               &batch, 0, "locking an upload's batch", err, errlen);
     if (res == NULL)
         return -1;
     PQclear(res);
+    struct buf ids = {0};
+    int k = 0;
+    if (next_tags(t, conn, entry, batch, upload, cursor, room, &ids, &k, err, errlen) != 0) {
+        free(ids.p);
+        return -1;
+    }
+    const char *p[3] = {ids.p, batch, upload};
     res = query_rows(conn,
-                     "SELECT t.tag_id::text, tagproof_tag_record(t) FROM tags t"
-                     " WHERE t.batch_id = $1::uuid AND t.upload_id = $2::uuid"
-                     " AND ($3::uuid IS NULL OR t.tag_id > $3::uuid)"
-                     " ORDER BY t.tag_id LIMIT $4::int",
-                     4, p, 1, "reading an upload's tags", err, errlen);
+                     "SELECT t.tag_id::text, tagproof_tag_record(t)"
+                     " FROM unnest($1::uuid[]) WITH ORDINALITY AS v(tag_id, o)"
+                     " JOIN tags t ON t.tag_id = v.tag_id"
+                     " WHERE t.batch_id = $2::uuid AND t.upload_id = $3::uuid ORDER BY v.o",
+                     3, p, 1, "reading an upload's tags", err, errlen);
+    free(ids.p);
     if (res == NULL)
         return -1;
     int n = PQntuples(res);
+    if (n != k) {
+        snprintf(err, errlen, "upload entry %s: %d of %d tags read back", id, n, k);
+        PQclear(res);
+        return -1;
+    }
     for (int r = 0; r < n; r++) {
         uint64_t index;
         uint8_t leaf[MERKLE_HASH_LEN];
@@ -554,8 +712,10 @@ int tlog_append(struct tlog *t, PGconn *conn, int max, int *appended, char *err,
 done:
     if (in_tx)
         rollback(conn);
-    if (rc != 0)
+    if (rc != 0) {
         t->restored = 0;
+        t->win.entry = 0;
+    }
     PQclear(res);
     append_free(&ap);
     return rc;

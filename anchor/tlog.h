@@ -28,6 +28,11 @@ struct tlog *tlog_new(const char *origin, const struct note_signer *signer,
                       void (*hook)(void *arg, const char *point), void *hook_arg);
 void tlog_free(struct tlog *t);
 
+/*
+ * How many tag ids of an upload being expanded are read ahead at a time (default 1,048,576,
+ * 16 MiB). Tests set small windows to cross their edges.
+ */
+void tlog_set_window(struct tlog *t, size_t tags);
 /* Leaves appended so far, as of the last restore or append. */
 uint64_t tlog_size(const struct tlog *t);
 

@@ -376,6 +376,12 @@ static void test_upload_expansion(void **state)
 
     PGconn *c = connect_to(svc_url, 1);
     killer.victim = c;
+    /*
+     * Until the crash the leader reads the upload's tag ids 23 at a time, so appends end
+     * inside and at the edges of windows; after it, with the default window, from a cursor in
+     * the middle of the upload.
+     */
+    tlog_set_window(t, 23);
     for (;;) {
         assert_int_equal(tlog_restore(t, c, err, sizeof(err)), 0);
         int max = 1 + (int)(rand_r(&rnd) % 40);
@@ -386,6 +392,7 @@ static void test_upload_expansion(void **state)
                 value(c, "SELECT count(expanded_to) FROM log_entries WHERE kind = 'upload'");
             c = append_crashing(t, c, &killer, max);
             crashed = 1;
+            tlog_set_window(t, (size_t)1 << 20);
             assert_int_equal(
                 value(c, "SELECT count(expanded_to) FROM log_entries WHERE kind = 'upload'"),
                 cursor_set);
