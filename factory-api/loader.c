@@ -518,7 +518,7 @@ static void on_described(void *arg, const struct pg_result_info *r)
         return;
     }
     /* The cache holds compact JSON, as the scan service writes it. */
-    info = json_loads(PQgetvalue(r->res, 0, 3), 0, NULL);
+    info = json_loads(PQgetvalue(r->res, 0, 4), 0, NULL);
     l->info = info != NULL ? json_dumps(info, JSON_COMPACT) : NULL;
     json_decref(info);
 }
@@ -590,10 +590,12 @@ static void setup_send(struct loader *l)
      * The upload's liveness lock is taken (held until the transaction ends, see
      * LOADER_DEAD_SQL) and the row checked to be still processing under it; the batch row is
      * locked against deletion (as a foreign key check would), and described once for the cache.
+     * tagproof.upload names the upload whose tags this transaction inserts: the tags' insert
+     * policy checks each row against it (migrations/0009_tags_scope.sql).
      */
     static const char describe[] =
-        "SELECT set_config('statement_timeout', $1, true),"
-        " set_config('work_mem', '128MB', true), " LOADER_LOCK_SQL(
+        "SELECT set_config('statement_timeout', $1, true), set_config('work_mem', '128MB', true),"
+        " set_config('tagproof.upload', $3, true), " LOADER_LOCK_SQL(
             "$3::text") ","
                         " json_build_object('product', json_build_object('id', p.id, 'sku', p.sku,"
                         "  'name', p.name), 'batch', json_build_object('id', b.id, 'code', b.code),"

@@ -380,22 +380,34 @@ check "…said in its log" grep -q 'taken for dead before it started' "$work/fac
 check "…nothing imported" test "$(tags_of_upload "$ss_id")" = 0
 e2e_stop factory-slowstart "$ss_pid"
 
-# --- integrity without per-row foreign keys (migrations/0003) ---------------------------------
+# --- integrity without per-row foreign keys (migrations/0003, 0009) ---------------------------
 # sql_state SQL — the SQLSTATE the statement fails with, as the schema owner ("ok" if none).
 sql_state() {
   psql "$owner" -qAt -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -c "$1" >/dev/null 2>"$work/sqlerr" && echo ok && return
   sed -n 's/^ERROR: *//p' "$work/sqlerr" | head -1
 }
-check "a tag of a batch that does not exist is refused" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_a', '$(uuid)', '$P_a')")" = 23503
-check "…and a tag whose factory is not its batch's" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_b', '$B_a', '$P_a')")" = 23503
-check "…and a tag whose product is not its batch's" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_b')")" = 23503
-check "…and a tag of an upload that does not exist" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_a', '$(uuid)')")" = 23503
+# Refused by the insert policy of tags: 42501, new row violates row-level security policy.
+check "a tag of a batch that does not exist is refused" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_a', '$(uuid)', '$P_a')")" = 42501
+check "…and a tag whose factory is not its batch's" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_b', '$B_a', '$P_a')")" = 42501
+check "…and a tag whose product is not its batch's" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_b')")" = 42501
+check "…and a tag of an upload that does not exist" test "$(sql_state "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_a', '$(uuid)')")" = 42501
 check "…and a leaf of another factory's batch" test "$(sql_state "INSERT INTO log_entries (kind, factory_id, batch_id, record) VALUES ('revoke', '$F_b', '$B_a', 'x')")" = 23503
 # svc_state SQL — the same as the services' role, with every tenant visible.
 svc_state() {
   PGOPTIONS='-c tagproof.tenant=all' psql "$TAGPROOF_TEST_PG_URL" -qAt -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -c "$1" >/dev/null 2>"$work/sqlerr" && echo ok && return
   sed -n 's/^ERROR: *//p' "$work/sqlerr" | head -1
 }
+# The bulk path: a transaction that declares its upload inserts only that upload's tags.
+declare_happy="SELECT set_config('tagproof.upload', '$happy_id', true);"
+check "a services' tag whose product is not its batch's is refused, its upload declared" test "$(svc_state "$declare_happy INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_b', '$happy_id')")" = 42501
+# scope_as TENANT — the upload tagproof_upload_scope() finds for happy_id under that tenant.
+scope_as() {
+  PGOPTIONS="-c tagproof.tenant=$1 -c tagproof.upload=$happy_id" psql "$TAGPROOF_TEST_PG_URL" -qAt \
+    -c "SELECT coalesce((tagproof_upload_scope()).upload_id::text, 'none')"
+}
+check "a tenant may declare its own upload" test "$(scope_as "$F_a")" = "$happy_id"
+check "…and another factory's tenant may not" test "$(scope_as "$F_b")" = none
+check "…and a matching row is accepted (rolled back)" test "$(svc_state "BEGIN; $declare_happy INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_a', '$happy_id'); ROLLBACK")" = ok
 check "the services may not change a tag's registration (its leaf is read from it later)" test "$(svc_state "UPDATE tags SET batch_id = batch_id WHERE tag_id = '$t1'")" = 42501
 check "…nor delete a tag" test "$(svc_state "DELETE FROM tags WHERE tag_id = '$t1'")" = 42501
 check "…but record its first scan" test "$(svc_state "UPDATE tags SET first_scanned_at = first_scanned_at WHERE tag_id = '$t1'")" = ok
