@@ -20,11 +20,15 @@
 /*
  * The tag ids of the upload being expanded, in tag order, read ahead: those of log entry
  * `entry` after `after` (all of them when !has_after), at most the tlog's window of them;
- * complete when they are the last. An upload's tags never change once its entry is queued,
- * so the window stays right across appends until the expansion moves past it.
+ * complete when they are the last. An upload's tags never change once its entry is queued
+ * (a tag joins an upload only while it is processing, migration 0009), so the window stays
+ * right across appends until the expansion moves past it. It is keyed by the entry and its
+ * upload: entry ids are not reused in one database, but a restored one could hand one out
+ * again.
  */
 struct window {
     uint64_t entry; /* 0: empty */
+    uint8_t upload[16];
     int has_after, complete;
     uint8_t after[16];
     uint8_t (*ids)[16];
@@ -361,9 +365,10 @@ static PGresult *query_rows(PGconn *conn, const char *sql, int nparams, const ch
 }
 
 /* Where the tags after `after` (NULL: from the first) start in the window, or -1. */
-static long window_find(const struct window *w, uint64_t entry, const uint8_t *after)
+static long window_find(const struct window *w, uint64_t entry, const uint8_t upload[16],
+                        const uint8_t *after)
 {
-    if (w->entry != entry)
+    if (w->entry != entry || memcmp(w->upload, upload, 16) != 0)
         return -1;
     if (after == NULL)
         return w->has_after ? -1 : 0;
@@ -388,7 +393,8 @@ static long window_find(const struct window *w, uint64_t entry, const uint8_t *a
  * through tags_batch_upload (migration 0008) and one sort, for up to win_max tags.
  */
 static int window_read(struct tlog *t, PGconn *conn, uint64_t entry, const char *batch,
-                       const char *upload, const uint8_t *after, char *err, size_t errlen)
+                       const char *upload, const uint8_t upload_id[16], const uint8_t *after,
+                       char *err, size_t errlen)
 {
     struct window *w = &t->win;
     char from[UUID_STR_LEN + 1], lim[24];
@@ -430,6 +436,7 @@ static int window_read(struct tlog *t, PGconn *conn, uint64_t entry, const char 
         memcpy(w->after, after, 16);
     w->n = n;
     w->complete = n < t->win_max;
+    memcpy(w->upload, upload_id, 16);
     w->entry = entry;
     return 0;
 }
@@ -442,9 +449,13 @@ static int next_tags(struct tlog *t, PGconn *conn, uint64_t entry, const char *b
                      const char *upload, const char *cursor, int room, struct buf *ids, int *k,
                      char *err, size_t errlen)
 {
-    uint8_t at[16];
+    uint8_t at[16], up[16];
     const uint8_t *after = NULL;
     char s[UUID_STR_LEN + 1];
+    if (uuid_parse(upload, strlen(upload), up) != 0) {
+        snprintf(err, errlen, "upload entry %" PRIu64 ": bad upload id", entry);
+        return -1;
+    }
     if (cursor != NULL) {
         if (uuid_parse(cursor, strlen(cursor), at) != 0) {
             snprintf(err, errlen, "upload entry %" PRIu64 ": bad cursor", entry);
@@ -455,9 +466,9 @@ static int next_tags(struct tlog *t, PGconn *conn, uint64_t entry, const char *b
     *k = 0;
     while (*k < room) {
         const struct window *w = &t->win;
-        long pos = window_find(w, entry, after);
+        long pos = window_find(w, entry, up, after);
         if (pos < 0 || ((size_t)pos == w->n && !w->complete)) {
-            if (window_read(t, conn, entry, batch, upload, after, err, errlen) != 0)
+            if (window_read(t, conn, entry, batch, upload, up, after, err, errlen) != 0)
                 return -1;
             pos = 0;
         }

@@ -397,17 +397,23 @@ svc_state() {
   PGOPTIONS='-c tagproof.tenant=all' psql "$TAGPROOF_TEST_PG_URL" -qAt -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -c "$1" >/dev/null 2>"$work/sqlerr" && echo ok && return
   sed -n 's/^ERROR: *//p' "$work/sqlerr" | head -1
 }
-# The bulk path: a transaction that declares its upload inserts only that upload's tags.
-declare_happy="SELECT set_config('tagproof.upload', '$happy_id', true);"
-check "a services' tag whose product is not its batch's is refused, its upload declared" test "$(svc_state "$declare_happy INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_b', '$happy_id')")" = 42501
-# scope_as TENANT — the upload tagproof_upload_scope() finds for happy_id under that tenant.
+# The bulk path: a transaction declares the upload whose tags it inserts (migrations/0009).
+open_up=$(uuid)
+sql "INSERT INTO uploads (id, factory_id, batch_id, status) VALUES ('$open_up', '$F_a', '$B_a', 'processing')"
+declare_up() { echo "SELECT set_config('tagproof.upload', '$1', true);"; }
+ins_tag() { echo "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$1', '$2')"; }
+check "a services' tag of its declared upload is accepted (rolled back)" test "$(svc_state "BEGIN; $(declare_up "$open_up") $(ins_tag "$P_a" "$open_up"); ROLLBACK")" = ok
+check "…one whose product is not its batch's is refused" test "$(svc_state "$(declare_up "$open_up") $(ins_tag "$P_b" "$open_up")")" = 42501
+check "…and no tag joins an upload that has completed (its log entry stands for a fixed set)" test "$(svc_state "$(declare_up "$happy_id") $(ins_tag "$P_a" "$happy_id")")" = 42501
+check "…declared or not" test "$(svc_state "$(ins_tag "$P_a" "$happy_id")")" = 42501
+# scope_as TENANT — the upload tagproof_upload_scope() finds for open_up under that tenant.
 scope_as() {
-  PGOPTIONS="-c tagproof.tenant=$1 -c tagproof.upload=$happy_id" psql "$TAGPROOF_TEST_PG_URL" -qAt \
+  PGOPTIONS="-c tagproof.tenant=$1 -c tagproof.upload=$open_up" psql "$TAGPROOF_TEST_PG_URL" -qAt \
     -c "SELECT coalesce((tagproof_upload_scope()).upload_id::text, 'none')"
 }
-check "a tenant may declare its own upload" test "$(scope_as "$F_a")" = "$happy_id"
+check "a tenant may declare its own upload" test "$(scope_as "$F_a")" = "$open_up"
 check "…and another factory's tenant may not" test "$(scope_as "$F_b")" = none
-check "…and a matching row is accepted (rolled back)" test "$(svc_state "BEGIN; $declare_happy INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES ('$(uuid)', '$F_a', '$B_a', '$P_a', '$happy_id'); ROLLBACK")" = ok
+sql "UPDATE uploads SET status = 'failed' WHERE id = '$open_up'"
 check "the services may not change a tag's registration (its leaf is read from it later)" test "$(svc_state "UPDATE tags SET batch_id = batch_id WHERE tag_id = '$t1'")" = 42501
 check "…nor delete a tag" test "$(svc_state "DELETE FROM tags WHERE tag_id = '$t1'")" = 42501
 check "…but record its first scan" test "$(svc_state "UPDATE tags SET first_scanned_at = first_scanned_at WHERE tag_id = '$t1'")" = ok

@@ -290,7 +290,7 @@ static void make_upload(PGconn *o, const char *upload, struct upload_tag *tags, 
     char sql[512];
     snprintf(sql, sizeof(sql),
              "INSERT INTO uploads (id, factory_id, batch_id, status) VALUES ('%s', '%s', '%s', "
-             "'completed')",
+             "'processing')",
              upload, FACTORY, BATCH);
     exec_ok(o, sql);
     for (int i = 0; i < n; i++) {
@@ -304,6 +304,17 @@ static void make_upload(PGconn *o, const char *upload, struct upload_tag *tags, 
                  tags[i].id, FACTORY, BATCH, PRODUCT, upload, (long)REG_BASE + tags[i].reg);
         exec_ok(o, sql);
     }
+    /* Completed: no tag joins it any more (migration 0009). */
+    snprintf(sql, sizeof(sql), "UPDATE uploads SET status = 'completed' WHERE id = '%s'", upload);
+    exec_ok(o, sql);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES"
+             " (gen_random_uuid(), '%s', '%s', '%s', '%s')",
+             FACTORY, BATCH, PRODUCT, upload);
+    PGresult *late = PQexec(o, sql);
+    const char *state = PQresultErrorField(late, PG_DIAG_SQLSTATE);
+    assert_string_equal(state != NULL ? state : "", "42501");
+    PQclear(late);
     qsort(tags, (size_t)n, sizeof(tags[0]), by_id);
 }
 

@@ -438,6 +438,46 @@ static void test_every_factory_table_is_sealed(void **state)
     pg_pool_free(p);
 }
 
+/*
+ * Every SECURITY DEFINER function of the schema looks up tables in public before the
+ * caller's temporary schema (0009, 0010): a temporary table of the services' cannot stand in
+ * for one the function reads as the schema owner.
+ */
+static void test_definer_functions_skip_temporary_tables(void **state)
+{
+    (void)state;
+    PGresult *t = owner_run("SELECT p.proname, coalesce(array_to_string(p.proconfig, ';'), '')"
+                            " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                            " WHERE n.nspname = current_schema() AND p.prosecdef ORDER BY 1");
+    int n = PQntuples(t);
+    assert_true(n >= 7);
+    for (int i = 0; i < n; i++)
+        if (strcmp(PQgetvalue(t, i, 1), "search_path=public, pg_temp") != 0)
+            fail_msg("SECURITY DEFINER function %s has \"%s\"", PQgetvalue(t, i, 0),
+                     PQgetvalue(t, i, 1));
+    PQclear(t);
+
+    /* The services create a temporary batches table holding a batch that does not exist: a
+     * tag of that batch is still refused. */
+    struct pg_pool *p = one_connection();
+    struct pgs_res r = {0};
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "DO $$ BEGIN"
+             " PERFORM set_config('tagproof.tenant', 'all', true);"
+             " CREATE TEMPORARY TABLE batches (id uuid, factory_id uuid, product_id uuid);"
+             " INSERT INTO pg_temp.batches VALUES ('%s', '%s', '%s');"
+             " INSERT INTO public.tags (tag_id, factory_id, batch_id, product_id)"
+             "  VALUES (gen_random_uuid(), '%s', '%s', '%s');"
+             " END $$",
+             "00000000-0000-4000-8000-00000000b0b0", fac_a, prod_a, fac_a,
+             "00000000-0000-4000-8000-00000000b0b0", prod_a);
+    assert_int_equal(plain_query(p, sql, 0, NULL, &r), PG_ERR_QUERY);
+    assert_string_equal(r.sqlstate, "42501");
+    pgs_res_clear(&r);
+    pg_pool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +488,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writes_stay_within_the_tenant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failures_leave_nothing_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_factory_table_is_sealed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_definer_functions_skip_temporary_tables, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
