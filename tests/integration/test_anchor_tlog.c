@@ -283,6 +283,17 @@ static size_t tag_record(const struct upload_tag *t, char *out, size_t len)
                             BATCH, PRODUCT, when);
 }
 
+/* The SQLSTATE sql fails with ("" when it succeeds). */
+static const char *sqlstate_of(PGconn *c, const char *sql)
+{
+    static char state[8];
+    PGresult *r = PQexec(c, sql);
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(state, sizeof(state), "%s", s != NULL ? s : "");
+    PQclear(r);
+    return state;
+}
+
 /* The tags of an upload: stored (by the schema owner, as the factory API would) and sorted. */
 static void make_upload(PGconn *o, const char *upload, struct upload_tag *tags, int n,
                         unsigned *rnd, long reg0)
@@ -311,10 +322,7 @@ static void make_upload(PGconn *o, const char *upload, struct upload_tag *tags, 
              "INSERT INTO tags (tag_id, factory_id, batch_id, product_id, upload_id) VALUES"
              " (gen_random_uuid(), '%s', '%s', '%s', '%s')",
              FACTORY, BATCH, PRODUCT, upload);
-    PGresult *late = PQexec(o, sql);
-    const char *state = PQresultErrorField(late, PG_DIAG_SQLSTATE);
-    assert_string_equal(state != NULL ? state : "", "42501");
-    PQclear(late);
+    assert_string_equal(sqlstate_of(o, sql), "42501");
     qsort(tags, (size_t)n, sizeof(tags[0]), by_id);
 }
 
@@ -336,17 +344,6 @@ static void queue_upload(PGconn *o, const char *upload)
              "('upload', '%s', '%s', '%s', ''::bytea)",
              FACTORY, BATCH, upload);
     exec_ok(o, sql);
-}
-
-/* The SQLSTATE sql fails with ("" when it succeeds). */
-static const char *sqlstate_of(PGconn *c, const char *sql)
-{
-    static char state[8];
-    PGresult *r = PQexec(c, sql);
-    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    snprintf(state, sizeof(state), "%s", s != NULL ? s : "");
-    PQclear(r);
-    return state;
 }
 
 static void test_upload_expansion(void **state)
